@@ -1,0 +1,1 @@
+"""Pure tensor math of every algorithm: KL, rewards, advantages, losses. Each function cites its source."""

@@ -1,0 +1,147 @@
+"""Every estimator, advantage, loss and whitening function against numbers computed by hand (shown in comments)."""
+import math
+
+import pytest
+import torch
+
+from rlhf.algo import advantages as adv
+from rlhf.algo.kl import AdaptiveKLController, FixedKLController, kl_estimate
+from rlhf.algo.logprobs import entropy_from_logits, logprobs_from_logits, response_slice
+from rlhf.algo.losses import (entropy_loss, kl_loss, kwise_ranking_loss, lm_loss, policy_loss, ranking_pairs,
+                              value_loss)
+from rlhf.algo.masked import RunningMoments, masked_mean, masked_var, masked_whiten
+from rlhf.algo.rewards import shape_scores, token_rewards
+
+T = torch.tensor
+
+
+def close(a, b, tol=1e-5):
+    assert torch.allclose(torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64), atol=tol), (a, b)
+
+
+def test_kl_estimators():
+    # log pi = log .5, log pi_ref = log .25 -> log r = log .5
+    lp, ref = T([math.log(0.5)]), T([math.log(0.25)])
+    close(kl_estimate(lp, ref, "k1"), [0.693147])            # -log r
+    close(kl_estimate(lp, ref, "k2"), [0.240227])            # 0.5 * 0.693147^2
+    close(kl_estimate(lp, ref, "k3"), [0.193147])            # (0.5 - 1) + 0.693147
+    with pytest.raises(ValueError, match="k9"):
+        kl_estimate(lp, ref, "k9")
+
+
+def test_kl_controllers():
+    fixed = FixedKLController(0.1)
+    fixed.update(100.0, 64)
+    assert fixed.value == 0.1
+    up = AdaptiveKLController(0.1, target=6.0, horizon=10000)
+    up.update(9.0, 100)          # error clipped to +0.2: 0.1 * (1 + 0.2 * 100 / 10000)
+    close(up.value, 0.1002, 1e-9)
+    down = AdaptiveKLController(0.1, target=6.0, horizon=10000)
+    down.update(3.0, 100)        # error -0.5 clipped to -0.2
+    close(down.value, 0.0998, 1e-9)
+    restored = AdaptiveKLController(0.5, 1, 1)
+    restored.load_state_dict(up.state_dict())
+    assert restored.value == up.value
+
+
+def test_logprobs_use_temperature_and_entropy():
+    logits = T([[[0.0, math.log(3.0)]]])
+    close(logprobs_from_logits(logits, T([[1]])), [[math.log(0.75)]])
+    # T = 2: p ∝ [1, sqrt 3] -> log(1.73205 / 2.73205)
+    close(logprobs_from_logits(logits, T([[1]]), temperature=2.0), [[-0.455746]])
+    close(entropy_from_logits(T([[[0.0, 0.0]]])), [[math.log(2)]])
+    out = torch.arange(10).view(1, 10)
+    assert response_slice(out, prompt_length=4, response_length=3).tolist() == [[3, 4, 5]]
+
+
+def test_masked_stats_and_whiten():
+    x, m = T([[1.0, 2.0, 3.0, 99.0]]), T([[1.0, 1.0, 1.0, 0.0]])
+    close(masked_mean(x, m), 2.0)
+    close(masked_var(x, m), 1.0)  # unbiased: (1 + 0 + 1) / 2
+    close(masked_whiten(x, m), [[-1.0, 0.0, 1.0, 0.0]])
+    close(masked_whiten(x, m, shift_mean=False), [[1.0, 2.0, 3.0, 0.0]])
+
+
+def test_running_moments():
+    rm = RunningMoments()
+    rm.update(T([1.0, 2.0, 3.0]))
+    rm.update(T([4.0, 5.0]))
+    close(rm.mean, 3.0)
+    close(rm.var, 2.0)  # population variance of 1..5
+
+
+def test_shape_scores_and_token_rewards():
+    scores = shape_scores(T([1.0, 3.0]), T([True, False]), missing_eos_penalty=-1.0, clip=1.5)
+    close(scores, [1.0, 1.5])     # [1, 3 - 1] clipped at 1.5
+    normalizer = RunningMoments()
+    close(shape_scores(T([1.0, 3.0]), T([True, True]), normalizer=normalizer), [-1.0, 1.0])  # mean 2, std 1
+    rewards = token_rewards(T([2.0]), T([[0.1, 0.2, 0.3, 0.5]]), T([[1.0, 1.0, 1.0, 0.0]]), kl_coef=0.5)
+    close(rewards, [[-0.05, -0.1, 1.85, 0.0]])  # -0.5 * kl, score on the last real token
+
+
+def test_gae_hand_computed():
+    r, v, m = T([[0.0, 0.0, 1.0]]), T([[0.5, 0.6, 0.7]]), torch.ones(1, 3)
+    a, ret = adv.gae(r, v, m, gamma=1.0, lam=1.0)
+    close(a, [[0.5, 0.4, 0.3]])
+    close(ret, [[1.0, 1.0, 1.0]])
+    # gamma .9, lam .5: deltas .04, .03, .3 -> A2 = .3, A1 = .03 + .45*.3, A0 = .04 + .45*.165
+    a, _ = adv.gae(r, v, m, gamma=0.9, lam=0.5)
+    close(a, [[0.11425, 0.165, 0.3]])
+    # masked tail: the value after the last real token counts as 0, the masked value 9 is ignored
+    a, _ = adv.gae(T([[0.0, 2.0, 5.0]]), T([[0.5, 0.6, 9.0]]), T([[1.0, 1.0, 0.0]]), 1.0, 1.0)
+    close(a, [[1.5, 1.4, 0.0]])
+
+
+def test_critic_free_estimators():
+    m = torch.ones(3, 1)
+    rewards = T([[1.0], [2.0], [6.0]])
+    a, _ = adv.group_baseline_advantages(rewards, m, 3, "rloo")
+    close(a, [[-3.0], [-1.5], [4.5]])   # R_i - mean of the two others
+    a, _ = adv.group_baseline_advantages(rewards, m, 3, "grpo")
+    s7 = math.sqrt(7.0)                  # unbiased std of [1, 2, 6]
+    close(a, [[-2 / s7], [-1 / s7], [3 / s7]], 1e-4)
+    close(adv.discounted_returns(T([[1.0, 0.0, 2.0]]), torch.ones(1, 3), 0.5), [[1.5, 1.0, 2.0]])
+    a, ret = adv.reinforce_plus_plus(T([[1.0, 0.0, 2.0]]), torch.ones(1, 3), 0.5)
+    close(ret, [[1.5, 1.0, 2.0]])
+    close(a, [[0.0, -1.0, 1.0]], 1e-4)  # whiten [1.5, 1, 2]: mean 1.5, std .5
+    with pytest.raises(ValueError, match="at least 2"):
+        adv.group_baseline_advantages(rewards, m, 1, "grpo")
+
+
+def test_policy_loss_clipping():
+    old = torch.zeros(1, 3)
+    logp = T([[math.log(1.5), math.log(0.5), math.log(0.5)]])
+    advantages = T([[1.0, 1.0, -1.0]])
+    loss, stats = policy_loss(logp, old, advantages, torch.ones(1, 3), clip_eps=0.2)
+    close(loss, (-1.2 - 0.5 + 0.8) / 3)   # per token max(-A r, -A clip(r))
+    close(stats["policy/clip_fraction"], 2 / 3)
+    # global token normalization: the same shard counted in a batch of 6 tokens
+    loss6, _ = policy_loss(logp, old, advantages, torch.ones(1, 3), clip_eps=0.2, num_tokens=6)
+    close(loss6, -0.15)
+
+
+def test_value_loss_clipping():
+    loss, stats = value_loss(T([[1.0, 0.4]]), T([[0.5, 0.5]]), T([[2.0, 0.0]]), torch.ones(1, 2), clip_eps=0.2)
+    close(loss, 0.5 * (1.69 + 0.16) / 2)   # token 1: V_clip = .7 -> (.7 - 2)^2 = 1.69 > 1
+    close(stats["value/clip_fraction"], 0.5)
+    loss, _ = value_loss(T([[1.0, 0.4]]), T([[0.5, 0.5]]), T([[2.0, 0.0]]), torch.ones(1, 2), clip_eps=None)
+    close(loss, 0.5 * (1.0 + 0.16) / 2)
+
+
+def test_entropy_kl_lm_losses():
+    close(entropy_loss(T([[1.0, 3.0, 7.0]]), T([[1.0, 1.0, 0.0]])), 2.0)
+    lp, ref = T([[math.log(0.5)]]), T([[math.log(0.25)]])
+    close(kl_loss(lp, ref, torch.ones(1, 1), "k3"), 0.193147)
+    close(lm_loss(torch.zeros(1, 2, 4), T([[1, 3]]), torch.ones(1, 2)), math.log(4))
+
+
+def test_kwise_ranking_loss():
+    assert ranking_pairs([1, 2, 3]) == [(0, 1), (0, 2), (1, 2)]
+    assert ranking_pairs([2, 1, 1]) == [(1, 0), (2, 0)]   # the tie (1, 2) is dropped
+    loss, acc = kwise_ranking_loss(T([2.0, 1.0, 0.0]), ranking_pairs([1, 2, 3]))
+    # -(2 log sigmoid(1) + log sigmoid(2)) / 3
+    close(loss, (2 * 0.313262 + 0.126928) / 3)
+    close(acc, 1.0)
+    loss, acc = kwise_ranking_loss(T([0.0, 1.0]), [(0, 1)], margin=0.5)
+    close(loss, -math.log(1 / (1 + math.exp(1.5))))
+    close(acc, 0.0)
