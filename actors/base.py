@@ -1,0 +1,65 @@
+"""The base of every role worker: its rank, thread budget, device, dtype and torch.distributed group."""
+from __future__ import annotations
+
+import importlib
+import os
+import resource
+import socket
+
+import torch
+
+from rlhf.config import Config
+from rlhf.models import torch_dtype
+
+
+def distributed_backend() -> str:
+    """NCCL on GPUs, gloo on CPU, chosen automatically."""
+    return "nccl" if torch.cuda.is_available() else "gloo"
+
+
+class RoleWorker:
+    """One Ray actor of a role. Subclasses load their model in `setup` and expose coarse, whole-batch methods."""
+
+    def __init__(self, config: dict, role: str, rank: int, world_size: int, num_threads: int):
+        self.cfg = Config.model_validate(config)
+        self.role, self.rank, self.world_size = role, rank, world_size
+        torch.set_num_threads(num_threads)
+        os.environ["OMP_NUM_THREADS"] = str(num_threads)
+        self.device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        elif self.cfg.precision.cpu_matmul == "bf16":
+            torch.backends.mkldnn.matmul.fp32_precision = "bf16"
+        self.dtype = torch_dtype(self.cfg.precision.dtype, self.device)
+        self.dtype_name = "bf16" if self.dtype == torch.bfloat16 else "fp32"
+
+    def address(self) -> tuple[str, int]:
+        """This node's address and a free port, for rank 0 to host the group's rendezvous."""
+        import ray
+
+        host = ray.util.get_node_ip_address()
+        with socket.socket() as sock:
+            sock.bind(("", 0))
+            return host, sock.getsockname()[1]
+
+    def init_distributed(self, master_addr: str, master_port: int) -> None:
+        """Join the role's torch.distributed group through DeepSpeed (gloo on CPU, NCCL on GPU)."""
+        import deepspeed
+
+        os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(self.rank),
+                          WORLD_SIZE=str(self.world_size), LOCAL_RANK="0", LOCAL_SIZE="1")
+        if self.device.type == "cpu":
+            # the shared-memory all-reduce op is only for CPU inference and takes ~60 s to compile
+            importlib.import_module("deepspeed.comm.torch").build_shm_op = lambda: None
+        deepspeed.init_distributed(dist_backend=distributed_backend(), auto_mpi_discovery=False,
+                                   init_method=f"tcp://{master_addr}:{master_port}",
+                                   rank=self.rank, world_size=self.world_size)
+
+    def peak_memory_mb(self) -> dict:
+        stats = {"host_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+        if self.device.type == "cuda":
+            stats["gpu_peak_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        return stats
+
+    def ready(self) -> bool:
+        return True

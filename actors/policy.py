@@ -1,0 +1,75 @@
+"""The policy role: a causal LM under DeepSpeed ZeRO that scores old log-probs, trains with the clipped PPO loss
+(+ entropy, KL-as-loss, PPO-ptx), and publishes its full weights for the rollout actors."""
+from __future__ import annotations
+
+import torch
+
+from rlhf.algo.logprobs import entropy_from_logits, logprobs_from_logits, response_slice
+from rlhf.algo.losses import entropy_loss, kl_loss, lm_loss, policy_loss
+from rlhf.experience import Experience
+from rlhf.models import load_causal_lm
+
+from .trainable import TrainableWorker
+from .weight_sync import publish
+
+
+class PolicyWorker(TrainableWorker):
+    def setup(self, model_path: str) -> None:
+        model = load_causal_lm(model_path, self.dtype)
+        self.temperature = self.cfg.rollout.temperature
+        self.build_engine(model, self.cfg.ppo.policy_lr, self.cfg.deepspeed.policy)
+
+    def _logits(self, exp: Experience) -> torch.Tensor:
+        return response_slice(self.model_outputs(exp).logits, exp.prompt_length, exp.response_length)
+
+    def logprobs(self, exp: Experience) -> torch.Tensor:
+        """log pi(a_t) of the sampled tokens of this rank's shard (logits / temperature)."""
+        self.engine.eval()
+        return self.forward_batches(
+            exp, lambda micro: logprobs_from_logits(self._logits(micro), micro.responses.to(self.device), self.temperature))
+
+    def train(self, exp: Experience, plan: list, kl_coef: float, ptx: tuple | None = None) -> dict:
+        """PPO epochs over the minibatches of `plan`; `ptx` = (input_ids, mask), each (updates, rows, length):
+        one block of pretraining rows per optimizer step."""
+        ppo = self.cfg.ppo
+        T = self.temperature
+
+        def micro_loss(micro: Experience, global_tokens: float, update: int, micro_index: int):
+            logits = self._logits(micro)
+            mask = micro.response_mask.to(self.device)
+            logprobs = logprobs_from_logits(logits, micro.responses.to(self.device), T)
+            loss, stats = policy_loss(logprobs, micro.old_logprobs.to(self.device), micro.advantages.to(self.device),
+                                      mask, ppo.clip_eps, global_tokens)
+            stats["policy/pg_loss"] = loss.detach()
+            entropy = entropy_loss(entropy_from_logits(logits, T), mask, global_tokens)
+            stats["policy/entropy"] = entropy.detach()
+            if ppo.ent_coef > 0:
+                loss = loss - ppo.ent_coef * entropy
+            if ppo.kl_mode == "loss":
+                kl = kl_loss(logprobs, micro.reference_logprobs.to(self.device), mask, ppo.kl_estimator, global_tokens)
+                stats["policy/kl_loss"] = kl.detach()
+                loss = loss + kl_coef * kl
+            if ptx is not None and micro_index == 0:
+                loss = loss + ppo.ptx_coef * self._ptx_loss(ptx, update, stats)
+            stats["policy/loss"] = loss.detach()
+            return loss, stats
+
+        return self.run_updates(exp, plan, micro_loss)
+
+    def _ptx_loss(self, ptx: tuple, update: int, stats: dict) -> torch.Tensor:
+        """Pretraining LM loss on this rank's rows of the update's ptx block, normalized by the block's tokens."""
+        ids, attention = ptx[0][update], ptx[1][update]
+        global_tokens = attention[:, 1:].sum().item()
+        part = ids.shape[0] // self.world_size
+        mine = slice(self.rank * part, (self.rank + 1) * part)
+        ids, attention = ids[mine].to(self.device), attention[mine].to(self.device)
+        logits = self.engine(input_ids=ids, attention_mask=attention).logits
+        loss = lm_loss(logits[:, :-1], ids[:, 1:], attention[:, 1:].float(), global_tokens)
+        stats["policy/ptx_loss"] = loss.detach()
+        return loss
+
+    def publish_weights(self):
+        """Gather (collective under ZeRO-3) and put the full weights in the object store once; rank 0 returns [ref]."""
+        state = self.full_state_dict()
+        return publish(state) if self.rank == 0 else None
+

@@ -1,0 +1,50 @@
+"""The reward role: a frozen scalar-head model (score at the last real token) or a Python reward function."""
+from __future__ import annotations
+
+import torch
+
+from rlhf.experience import Experience
+from rlhf.models import load_scalar_model, load_tokenizer
+from rlhf.reward_function import call_reward_function, load_reward_function
+
+from .frozen import FrozenWorker
+
+
+class RewardWorker(FrozenWorker):
+    def setup(self, policy_tokenizer_path: str) -> None:
+        self.policy_tokenizer = load_tokenizer(policy_tokenizer_path)
+        spec = self.cfg.reward
+        if spec.function is not None:
+            self.function = load_reward_function(spec.function)
+            return
+        self.function = None
+        self.tokenizer = load_tokenizer(spec.model)
+        self.same_vocab = self.tokenizer.get_vocab() == self.policy_tokenizer.get_vocab()
+        self.wrap(load_scalar_model(spec.model, self.dtype))
+
+    def texts(self, exp: Experience) -> tuple[list[str], list[str]]:
+        decode = lambda ids: self.policy_tokenizer.batch_decode(ids, skip_special_tokens=True)
+        responses = [row[mask.bool()] for row, mask in zip(exp.responses, exp.response_mask)]
+        return decode(exp.sequences[:, :exp.prompt_length]), decode(responses)
+
+    def scores(self, exp: Experience) -> torch.Tensor:
+        """One score per sample of this rank's shard."""
+        shard = exp.shard(self.rank, self.world_size)
+        if self.function is not None:
+            prompts, responses = self.texts(shard)
+            return call_reward_function(self.function, self.cfg.reward.function, prompts, responses)
+        return self.forward_shard(exp, self._model_scores)
+
+    def _model_scores(self, micro: Experience) -> torch.Tensor:
+        if self.same_vocab:
+            ids, mask = micro.sequences, micro.attention_mask
+        else:  # a reward model with its own tokenizer reads the text
+            prompts, responses = self.texts(micro)
+            batch = self.tokenizer([p + r for p, r in zip(prompts, responses)], return_tensors="pt", padding=True)
+            ids, mask = batch["input_ids"], batch["attention_mask"]
+        position_ids = (mask.cumsum(dim=1) - 1).clamp(min=0)
+        out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                         position_ids=position_ids.to(self.device)).logits[..., 0]
+        # last real token: with left padding and right-padded responses, the highest index where mask is 1
+        last = (mask * torch.arange(mask.shape[1])).argmax(dim=1)
+        return out[torch.arange(out.shape[0]), last.to(self.device)]

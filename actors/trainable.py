@@ -1,0 +1,133 @@
+"""Shared machinery of the trainable roles (policy, value): a DeepSpeed ZeRO engine around an HF model, the
+minibatch/micro-batch update loop with global-token normalization, checkpoints, and gathering full weights."""
+from __future__ import annotations
+
+import contextlib
+from collections import defaultdict
+
+import torch
+
+from rlhf.deepspeed_config import trainable_config
+from rlhf.experience import Experience
+
+from .base import RoleWorker
+
+
+def warmup_schedule(warmup_steps: int):
+    return lambda step: min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+
+
+class TrainableWorker(RoleWorker):
+    def build_engine(self, model: torch.nn.Module, lr: float, section) -> None:
+        """Wrap `model` in a ZeRO engine with a torch AdamW (no C++ op build) and a warmup LR schedule."""
+        import deepspeed
+
+        ppo = self.cfg.ppo
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=ppo.weight_decay, betas=(0.9, 0.95), eps=1e-8)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_schedule(ppo.warmup_steps))
+        minibatch = self.cfg.rollout_batch_size // ppo.num_minibatches
+        config = trainable_config(section, self.world_size, minibatch, self.dtype_name, ppo.max_grad_norm)
+        self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
+            model=model, optimizer=optimizer, lr_scheduler=scheduler, config=config, dist_init_required=False)
+        self.micro_batch_size = section.micro_batch_size
+        self.zero_stage = section.zero_stage
+
+    # ---- forward -------------------------------------------------------------------------------------------
+
+    def forward_batches(self, exp: Experience, fn) -> torch.Tensor:
+        """Apply `fn(micro_experience)` to this rank's shard in micro-batches, without gradients; concatenated."""
+        shard = exp.shard(self.rank, self.world_size)
+        outputs = []
+        with torch.no_grad():
+            for start in range(0, len(shard), self.micro_batch_size):
+                outputs.append(fn(shard.select(slice(start, start + self.micro_batch_size))).float().cpu())
+        return torch.cat(outputs)
+
+    def model_outputs(self, exp: Experience):
+        return self.engine(input_ids=exp.sequences.to(self.device), attention_mask=exp.attention_mask.to(self.device),
+                           position_ids=exp.position_ids.to(self.device))
+
+    # ---- training ------------------------------------------------------------------------------------------
+
+    def run_updates(self, exp: Experience, plan: list[torch.Tensor], micro_loss) -> dict:
+        """One optimizer step per minibatch of `plan` (global row indices).
+
+        Each rank takes its contiguous part of every minibatch and accumulates over micro-batches.
+        `micro_loss(micro, global_tokens, update_index, micro_index)` returns (loss, stats) with token sums already
+        divided by the minibatch's *global* token count. DeepSpeed averages gradients over ranks, so the loss is
+        multiplied by the world size; accumulation is not rescaled (`scale_wrt_gas=False`). Together: the gradient
+        is the same whatever the number of ranks and micro-batches.
+        Returns summed stats, the number of updates and the mean gradient norm.
+        """
+        self.engine.train()
+        sums: dict = defaultdict(float)
+        grad_norms = []
+        accumulation = self.engine.gradient_accumulation_steps()
+        for update, rows in enumerate(plan):
+            global_tokens = exp.response_mask[rows].sum().item()
+            part = len(rows) // self.world_size
+            mine = exp.select(rows[self.rank * part:(self.rank + 1) * part])
+            for micro_index in range(accumulation):
+                micro = mine.select(slice(micro_index * self.micro_batch_size, (micro_index + 1) * self.micro_batch_size))
+                loss, stats = micro_loss(micro, global_tokens, update, micro_index)
+                self.engine.backward(loss * self.world_size, scale_wrt_gas=False)
+                self.engine.step()
+                for key, value in stats.items():
+                    sums[key] += float(value)
+            norm = self.engine.get_global_grad_norm()
+            if norm is not None:
+                grad_norms.append(float(norm))
+        return {"sums": dict(sums), "updates": len(plan),
+                "grad_norm": sum(grad_norms) / len(grad_norms) if grad_norms else 0.0,
+                "lr": self.scheduler.get_last_lr()[0]}
+
+    # ---- weights and checkpoints ---------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def gathered(self):
+        """Full parameters on every rank for the duration (ZeRO-3 gathers them; other stages hold them already)."""
+        if self.zero_stage == 3:
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters(list(self.engine.module.parameters()), modifier_rank=None):
+                yield self.engine.module
+        else:
+            yield self.engine.module
+
+    def full_state_dict(self) -> dict | None:
+        """The whole model's state dict on rank 0 (None elsewhere). Collective under ZeRO-3: call on all ranks."""
+        with self.gathered() as module:
+            if self.rank != 0:
+                return None
+            return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+    def save_checkpoint(self, folder: str) -> None:
+        """Model, optimizer and scheduler state of every rank, in DeepSpeed's layout (collective)."""
+        self.engine.save_checkpoint(folder, tag="state", save_latest=False)
+
+    def load_checkpoint(self, folder: str) -> None:
+        path, _ = self.engine.load_checkpoint(folder, tag="state", load_optimizer_states=True,
+                                              load_lr_scheduler_states=True)
+        if path is None:
+            raise FileNotFoundError(f"no {self.role} checkpoint in {folder}")
+
+    def export_hf(self, folder: str, tokenizer_path: str) -> None:
+        """save_pretrained + tokenizer on rank 0 (collective under ZeRO-3)."""
+        from rlhf.models import export_hf, load_tokenizer
+
+        state = self.full_state_dict()
+        if self.rank == 0:
+            export_hf(self.engine.module, load_tokenizer(tokenizer_path), folder, state_dict=state)
+
+
+def reduce_train_stats(per_rank: list[dict], prefix: str) -> dict:
+    """Sum token-normalized stats over ranks, average over updates; grad norm and LR from rank 0."""
+    updates = per_rank[0]["updates"]
+    out = {}
+    for rank_stats in per_rank:
+        for key, value in rank_stats["sums"].items():
+            out[key] = out.get(key, 0.0) + value / updates
+    out[f"{prefix}/grad_norm"] = per_rank[0]["grad_norm"]
+    out[f"{prefix}/lr"] = per_rank[0]["lr"]
+    return out

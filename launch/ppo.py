@@ -1,0 +1,207 @@
+"""The PPO driver. One step, as InstructGPT and "The N implementation details of RLHF with PPO" describe it:
+
+  1. sample a batch of prompts
+  2. generate responses on the rollout actors
+  3. score the same experience concurrently: old log-probs (policy), reference log-probs, rewards, values
+  4. advantages in the core: KL penalty, token rewards, GAE or a critic-free estimator
+  5. train the value and policy models concurrently (PPO epochs x minibatches, PPO-ptx mixed in)
+  6. sync the new policy weights to the rollout actors
+  7. update the KL controller, log metrics, checkpoint
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from actors.roles import ModelPaths, RoleSet
+from rlhf.algo.kl import AdaptiveKLController, FixedKLController
+from rlhf.algo.masked import RunningMoments
+from rlhf.algo.ppo import compute_advantages, minibatch_plan, step_seed
+from rlhf.checkpoint import CheckpointManager
+from rlhf.data.pretrain import PretrainTexts
+from rlhf.data.prompts import PromptStream, left_pad, load_prompt_texts, tokenize_prompts
+from rlhf.generation import SamplingParams
+from rlhf.models import load_tokenizer, resolve_model_path
+from rlhf.reward_function import load_reward_function
+
+from .ray_session import ray_session
+from .runlog import RunLog
+
+
+@dataclass
+class Prompts:
+    texts: list[str]
+    ids: list[list[int]]
+    stream: PromptStream
+
+
+def resolve_paths(cfg) -> ModelPaths:
+    resolve = lambda name: resolve_model_path(name, cfg.model.cache_dir, cfg.model.tiny)
+    policy = resolve(cfg.model.policy)
+    value = None
+    if cfg.uses_critic:
+        base = cfg.model.value or (cfg.reward.model if cfg.ppo.init_value_from_reward else cfg.model.policy)
+        value = resolve(base)
+    return ModelPaths(policy=policy, reference=resolve(cfg.model.reference or cfg.model.policy), value=value,
+                      tokenizer=policy)
+
+
+def load_prompts(cfg, tokenizer) -> Prompts:
+    texts, source = load_prompt_texts(cfg.data.prompts, cfg.data.input_key, cfg.data.split)
+    formatted, ids = tokenize_prompts(texts, tokenizer, cfg.data.max_prompt_length, source,
+                                      cfg.data.apply_chat_template)
+    return Prompts(formatted, ids, PromptStream(len(ids), cfg.run.seed))
+
+
+def make_kl_controller(ppo):
+    if ppo.adaptive_kl:
+        return AdaptiveKLController(ppo.kl_coef, ppo.kl_target, ppo.kl_horizon)
+    return FixedKLController(ppo.kl_coef)
+
+
+class PPOTrainer:
+    """Everything checked before any actor starts; then `run()` tells the story step by step."""
+
+    def __init__(self, cfg, resume: bool = False):
+        self.cfg, self.resume = cfg, resume
+        self.paths = resolve_paths(cfg)
+        self.tokenizer = load_tokenizer(self.paths.tokenizer)
+        self.prompts = load_prompts(cfg, self.tokenizer)
+        self.ptx = (PretrainTexts(cfg.data.ptx, cfg.data.ptx_text_key, self.tokenizer, cfg.data.ptx_max_length,
+                                  cfg.run.seed) if cfg.data.ptx and cfg.ppo.ptx_coef > 0 else None)
+        if cfg.reward.function:
+            load_reward_function(cfg.reward.function)   # fail on a bad import before any actor starts
+        self.kl_controller = make_kl_controller(cfg.ppo)
+        self.normalizer = RunningMoments()
+        self.run_dir = Path(cfg.run.output_dir).expanduser() / cfg.run.name
+        self.checkpoints = CheckpointManager(self.run_dir, cfg.checkpoint.keep_last)
+        self.sampling = SamplingParams(cfg.rollout.max_new_tokens, cfg.rollout.temperature, cfg.rollout.top_p,
+                                       cfg.rollout.top_k, cfg.rollout.n_samples_per_prompt)
+        self.step = 0
+
+    # ---- the story -------------------------------------------------------------------------------------------
+
+    def run(self) -> Path:
+        with ray_session(self.cfg):
+            self.roles = RoleSet(self.cfg, self.paths)
+            try:
+                if self.resume:
+                    self.restore()
+                self.log = RunLog(self.cfg, self.resume, self.step)
+                try:
+                    while self.step < self.cfg.run.num_steps:
+                        self.ppo_step()
+                    if self.cfg.checkpoint.export_hf:
+                        self.roles.export_policy(self.run_dir / "policy_hf")
+                finally:
+                    self.log.close()
+            finally:
+                self.roles.shutdown()
+        return self.run_dir
+
+    def ppo_step(self) -> None:
+        cfg, self.step = self.cfg, self.step + 1
+        timings, start = {}, time.perf_counter()
+
+        def phase(name, began):
+            timings[f"time/{name}"] = time.perf_counter() - began
+            return time.perf_counter()
+
+        # 1. Sample a batch of prompts (seeded order, restorable position).
+        indices = self.prompts.stream.next_indices(cfg.rollout.prompts_per_step)
+        prompt_ids, prompt_mask = left_pad([self.prompts.ids[i] for i in indices], self.tokenizer.pad_token_id)
+        t = time.perf_counter()
+
+        # 2. Generate n responses per prompt on the rollout actors.
+        experience = self.roles.generate(prompt_ids, prompt_mask, torch.tensor(indices), self.sampling,
+                                         step_seed(cfg.run.seed, self.step))
+        t = phase("generate", t)
+
+        # 3. Score the experience: policy, reference, reward and value actors at the same time.
+        experience = self.roles.score(experience)
+        t = phase("score", t)
+
+        # 4. Advantages: scores -> KL-penalized token rewards -> GAE (or GRPO / RLOO / REINFORCE++).
+        experience, stats = compute_advantages(experience, cfg.ppo, cfg.reward, self.kl_controller.value,
+                                               cfg.rollout.n_samples_per_prompt, self.normalizer)
+        t = phase("advantages", t)
+
+        # 5. Train value and policy concurrently over the same minibatches.
+        plan = minibatch_plan(len(experience), cfg.ppo.num_minibatches, cfg.ppo.ppo_epochs,
+                              step_seed(cfg.run.seed, self.step, salt=1))
+        ptx = self.ptx_blocks(len(plan))
+        stats.update(self.roles.train(experience, plan, self.kl_controller.value, ptx))
+        t = phase("train", t)
+
+        # 6. New policy weights to the rollout actors.
+        stats["time/weight_sync"] = self.roles.sync_weights()
+        t = time.perf_counter()
+
+        # 7. KL controller, metrics, checkpoint.
+        self.kl_controller.update(stats["kl/sequence_mean"], len(experience))
+        timings["time/step"] = time.perf_counter() - start
+        stats.update(timings)
+        stats.update(self.throughput(experience, timings))
+        self.log.log(self.step, stats, self.samples(experience))
+        if self.step == cfg.run.num_steps or (cfg.checkpoint.every and self.step % cfg.checkpoint.every == 0):
+            self.save()
+
+    # ---- helpers ---------------------------------------------------------------------------------------------
+
+    def ptx_blocks(self, updates: int):
+        if self.ptx is None:
+            return None
+        ids, mask = self.ptx.next_batch(updates * self.cfg.data.ptx_batch_size)
+        return ids.view(updates, self.cfg.data.ptx_batch_size, -1), mask.view(updates, self.cfg.data.ptx_batch_size, -1)
+
+    def throughput(self, experience, timings) -> dict:
+        response_tokens = experience.response_mask.sum().item()
+        all_tokens = experience.attention_mask.sum().item()
+        return {"throughput/samples_per_s": len(experience) / timings["time/step"],
+                "throughput/tokens_per_s": all_tokens / timings["time/step"],
+                "throughput/generated_tokens_per_s": response_tokens / timings["time/generate"]}
+
+    def samples(self, experience) -> list[dict] | None:
+        count = self.cfg.logging.num_sample_generations
+        if count == 0 or (self.step - 1) % self.cfg.logging.samples_every:
+            return None
+        rows = []
+        for i in range(min(count, len(experience))):
+            response = experience.responses[i][experience.response_mask[i].bool()]
+            rows.append({"prompt": self.prompts.texts[int(experience.prompt_index[i])],
+                         "response": self.tokenizer.decode(response, skip_special_tokens=True),
+                         "score": float(experience.scores[i])})
+        return rows
+
+    def driver_state(self) -> dict:
+        state = {"step": self.step, "kl_controller": self.kl_controller.state_dict(),
+                 "normalizer": self.normalizer.state_dict(), "prompts": self.prompts.stream.state_dict()}
+        if self.ptx is not None:
+            state["ptx"] = self.ptx.stream.state_dict()
+        return state
+
+    def save(self) -> None:
+        folder = self.checkpoints.begin(self.step)
+        self.roles.save(folder)
+        self.checkpoints.commit(folder, self.step, self.driver_state())
+
+    def restore(self) -> None:
+        latest = self.checkpoints.latest()
+        if latest is None:
+            raise FileNotFoundError(f"--resume: no complete checkpoint under {self.checkpoints.root}")
+        state = CheckpointManager.driver_state(latest)
+        self.roles.load(latest)
+        self.kl_controller.load_state_dict(state["kl_controller"])
+        self.normalizer.load_state_dict(state["normalizer"])
+        self.prompts.stream.load_state_dict(state["prompts"])
+        if self.ptx is not None and "ptx" in state:
+            self.ptx.stream.load_state_dict(state["ptx"])
+        self.step = state["step"]
+        self.roles.sync_weights()
+
+
+def run_ppo(cfg, resume: bool = False) -> Path:
+    return PPOTrainer(cfg, resume).run()

@@ -1,0 +1,96 @@
+"""The run directory and the one metrics logger: resolved config, metrics.jsonl (one JSON object per step with a
+`step` key), samples.jsonl, wandb (online / offline / disabled), and the console progress bar."""
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+
+from tqdm import tqdm
+
+from rlhf.config import dump_config
+
+
+class RunDirError(RuntimeError):
+    pass
+
+
+def wandb_mode(configured: str) -> str:
+    """'auto' is online when an API key is set, offline otherwise (never asks for a key)."""
+    if configured != "auto":
+        return configured
+    return "online" if os.environ.get("WANDB_API_KEY") else "offline"
+
+
+class RunLog:
+    def __init__(self, cfg, resume: bool, resume_step: int = 0):
+        self.cfg = cfg
+        self.dir = Path(cfg.run.output_dir).expanduser() / cfg.run.name
+        self.metrics_path = self.dir / "metrics.jsonl"
+        self.samples_path = self.dir / "samples.jsonl"
+        if self.metrics_path.exists() and not resume:
+            raise RunDirError(f"run directory {self.dir} already holds a run; pass --resume to continue it or set "
+                              f"--run.name to start another")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        dump_config(cfg, self.dir / "config.yaml")
+        if resume:
+            self._truncate_after(resume_step)
+        self.wandb = self._start_wandb(resume)
+        self.progress = tqdm(total=cfg.run.num_steps, initial=resume_step, desc=cfg.run.name, unit="step",
+                             disable=not cfg.logging.progress_bar, dynamic_ncols=True)
+
+    def _truncate_after(self, step: int) -> None:
+        """Drop lines of steps after the checkpoint we resume from, so each step appears once."""
+        for path in (self.metrics_path, self.samples_path):
+            if path.exists():
+                kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+                tmp = path.with_suffix(".tmp")
+                tmp.write_text("".join(line + "\n" for line in kept))
+                os.replace(tmp, path)
+
+    def _start_wandb(self, resume: bool):
+        mode = wandb_mode(self.cfg.logging.wandb_mode)
+        if mode == "disabled":
+            return None
+        import wandb
+
+        id_file = self.dir / "wandb_id"
+        run_id = id_file.read_text().strip() if resume and id_file.exists() else uuid.uuid4().hex[:12]
+        id_file.write_text(run_id)
+        os.environ.setdefault("WANDB_SILENT", "true")
+        log = self.cfg.logging
+        return wandb.init(project=log.wandb_project, name=log.wandb_run_name or self.cfg.run.name,
+                          group=log.wandb_group, mode=mode, dir=str(self.dir), id=run_id, resume="allow",
+                          config=self.cfg.model_dump(mode="json"))
+
+    def log(self, step: int, metrics: dict, samples: list[dict] | None = None) -> None:
+        record = {"step": step, **{k: float(v) for k, v in metrics.items()}}
+        with self.metrics_path.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        if samples:
+            with self.samples_path.open("a") as handle:
+                for sample in samples:
+                    handle.write(json.dumps({"step": step, **sample}) + "\n")
+        if self.wandb is not None:
+            payload = dict(metrics)
+            if samples:
+                import wandb
+
+                columns = list(samples[0])
+                payload["samples"] = wandb.Table(columns=columns, data=[[s[c] for c in columns] for s in samples])
+            self.wandb.log(payload, step=step)
+        self.progress.update(1)
+        shown = {k.split("/")[-1]: f"{metrics[k]:.3g}" for k in ("reward/score_mean", "kl/sequence_mean",
+                                                                  "time/step") if k in metrics}
+        self.progress.set_postfix(shown)
+
+    def close(self) -> None:
+        self.progress.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    path = Path(run_dir) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line]

@@ -1,0 +1,71 @@
+"""One PPO step's math between scoring and training, on the whole rollout batch (so whitening is global):
+scores -> shaped scores -> per-token KL -> token rewards -> advantages and returns. Plus the minibatch plan."""
+from __future__ import annotations
+
+import torch
+
+from ..experience import Experience
+from . import advantages as adv
+from .kl import kl_estimate
+from .masked import RunningMoments, masked_mean, masked_whiten
+from .rewards import shape_scores, token_rewards
+
+
+def compute_advantages(exp: Experience, ppo, reward_cfg, kl_coef: float, group_size: int,
+                       normalizer: RunningMoments | None) -> tuple[Experience, dict]:
+    """Fill rewards, advantages and returns of `exp`; return it with the step's reward and KL statistics.
+
+    `ppo` and `reward_cfg` are the config sections (PPOConfig, RewardConfig).
+    """
+    mask = exp.response_mask
+    scores = shape_scores(exp.scores, exp.ends_with_eos, reward_cfg.missing_eos_penalty,
+                          normalizer if reward_cfg.normalization == "running" else None, reward_cfg.clip)
+    kl = kl_estimate(exp.old_logprobs, exp.reference_logprobs, ppo.kl_estimator) * mask
+    penalty_coef = kl_coef if ppo.kl_mode == "reward" else 0.0
+    rewards = token_rewards(scores, kl, mask, penalty_coef)
+
+    if ppo.advantage_estimator == "gae":
+        advantages, returns = adv.gae(rewards, exp.values, mask, ppo.gamma, ppo.lam)
+        if ppo.whiten_advantages:
+            advantages = masked_whiten(advantages, mask)
+    elif ppo.advantage_estimator in ("grpo", "rloo"):
+        advantages, returns = adv.group_baseline_advantages(rewards, mask, group_size, ppo.advantage_estimator)
+    else:
+        advantages, returns = adv.reinforce_plus_plus(rewards, mask, ppo.gamma)
+
+    sequence_kl = kl.sum(dim=1)
+    stats = {
+        "reward/score_mean": exp.scores.float().mean().item(),
+        "reward/score_std": exp.scores.float().std().item() if len(exp) > 1 else 0.0,
+        "reward/shaped_score_mean": scores.mean().item(),
+        "reward/total_mean": rewards.sum(dim=1).mean().item(),
+        "kl/sequence_mean": sequence_kl.mean().item(),
+        "kl/token_mean": masked_mean(kl, mask).item(),
+        "kl/coef": kl_coef,
+        "advantages/mean": masked_mean(advantages, mask).item(),
+        "returns/mean": masked_mean(returns, mask).item(),
+        "response/length_mean": mask.sum(dim=1).mean().item(),
+        "response/eos_fraction": exp.ends_with_eos.float().mean().item(),
+    }
+    if exp.values is not None:
+        stats["value/mean"] = masked_mean(exp.values, mask).item()
+    return exp.replace(rewards=rewards, advantages=advantages, returns=returns), stats
+
+
+def minibatch_plan(batch_size: int, num_minibatches: int, epochs: int, seed: int) -> list[torch.Tensor]:
+    """Row indices of every minibatch of every epoch: a fresh seeded permutation per epoch, cut into equal parts.
+
+    The plan depends only on (batch_size, seed), so every data-parallel layout trains on the same minibatches.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    size = batch_size // num_minibatches
+    plan = []
+    for _ in range(epochs):
+        order = torch.randperm(batch_size, generator=generator)
+        plan += [order[i * size:(i + 1) * size] for i in range(num_minibatches)]
+    return plan
+
+
+def step_seed(seed: int, step: int, salt: int = 0) -> int:
+    """A deterministic seed per (run seed, step, purpose), so resumed runs replay exactly without saved RNG state."""
+    return (seed * 1_000_003 + step * 10_007 + salt) % (2**31 - 1)

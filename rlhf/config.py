@@ -1,0 +1,399 @@
+"""The one config schema: typed sections with a docstring per field, YAML files, dotted command-line overrides,
+and validation that names the offending key in one line at start-up."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+ROLES = ("policy", "value", "reference", "reward", "rollout")
+
+
+class ConfigError(ValueError):
+    """A config problem, worded as one line that names the key."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
+
+
+class RunConfig(Section):
+    name: str = "ppo-default"
+    """Run name: the run directory is `<output_dir>/<name>` and it is the wandb run name unless set there."""
+    output_dir: str = "runs"
+    """Folder that holds run directories (resolved config, metrics.jsonl, checkpoints, exported model)."""
+    seed: int = 0
+    """Seed of everything random: data order, sampling and minibatch shuffles derive from (seed, step)."""
+    num_steps: int = Field(60, ge=1)
+    """Number of PPO steps (one rollout batch each)."""
+    ray_address: Optional[str] = None
+    """Address of an existing Ray cluster ('auto' or 'ray://host:10001'); None starts a local cluster for the run."""
+
+
+class TinyModelConfig(Section):
+    num_layers: int = Field(2, ge=1)
+    """Transformer blocks of the tiny random Llama made by the factory."""
+    hidden_size: int = Field(64, ge=8)
+    """Width of the tiny model."""
+    num_heads: int = Field(4, ge=1)
+    """Attention heads of the tiny model."""
+
+
+class ModelConfig(Section):
+    policy: str = "tiny"
+    """Policy: a Hugging Face causal-LM folder or hub name, or 'tiny' for a random tiny Llama with a char tokenizer."""
+    reference: Optional[str] = None
+    """Reference (KL anchor, the SFT model in InstructGPT); None means the initial policy."""
+    value: Optional[str] = None
+    """Value model base (an HF model; a scalar head is added); None means the reward model when
+    `ppo.init_value_from_reward`, else the policy."""
+    tiny: TinyModelConfig = TinyModelConfig()
+    """Shape of the 'tiny' model."""
+    cache_dir: str = "~/.cache/rlhf"
+    """Where generated models (tiny, prepared SmolLM2) are written once and reused."""
+
+
+class DataConfig(Section):
+    prompts: str = "toy:repeat_digit"
+    """Prompt data: a local json/jsonl/parquet/csv file or folder, a hub dataset name, or 'toy:<task>' (bundled)."""
+    input_key: str = "prompt"
+    """Column holding the prompt text."""
+    split: str = "train"
+    """Dataset split to read."""
+    apply_chat_template: bool = False
+    """Wrap each prompt as a user message with the tokenizer's chat template (generation prompt added)."""
+    max_prompt_length: int = Field(64, ge=1)
+    """Longest prompt in tokens; a longer prompt is an error naming its row."""
+    ptx: Optional[str] = None
+    """PPO-ptx pretraining text data (file, folder or hub name); None disables the ptx loss."""
+    ptx_text_key: str = "text"
+    """Column holding the pretraining text."""
+    ptx_max_length: int = Field(64, ge=2)
+    """Token length pretraining texts are cut to."""
+    ptx_batch_size: int = Field(8, ge=1)
+    """Pretraining sequences per PPO minibatch (split across policy actors)."""
+
+
+class RolloutConfig(Section):
+    prompts_per_step: int = Field(16, ge=1)
+    """Prompts sampled per PPO step; the rollout batch is prompts_per_step * n_samples_per_prompt."""
+    n_samples_per_prompt: int = Field(4, ge=1)
+    """Responses sampled per prompt (>= 2 for GRPO and RLOO)."""
+    max_new_tokens: int = Field(12, ge=1)
+    """Response length limit; a response that reaches it without EOS is 'truncated'."""
+    temperature: float = Field(1.0, gt=0)
+    """Sampling temperature; log-probs for PPO are computed from logits divided by it."""
+    top_p: float = Field(1.0, gt=0, le=1)
+    """Nucleus sampling mass."""
+    top_k: int = Field(0, ge=0)
+    """Top-k sampling (0 disables)."""
+    engine: Literal["hf"] = "hf"
+    """Rollout engine: 'hf' is transformers `generate` with KV cache."""
+    weight_sync: Literal["object_store"] = "object_store"
+    """How new policy weights reach rollout actors: gathered on policy rank 0, put once in the Ray object store."""
+
+
+class RewardConfig(Section):
+    function: Optional[str] = "rlhf.data.toy:repeat_digit_reward"
+    """Reward as Python 'module:function(prompts, responses) -> list[float]'; exclusive with `model`."""
+    model: Optional[str] = None
+    """Reward as an HF model with a scalar head (AutoModelForTokenClassification, num_labels=1)."""
+    missing_eos_penalty: Optional[float] = None
+    """Added to the score of a response that ends without EOS (e.g. -1.0); None disables."""
+    normalization: Literal["none", "running"] = "none"
+    """'running': scores are whitened with running mean/std over all steps so far (checkpointed)."""
+    clip: Optional[float] = None
+    """Clip scores (after normalization) to [-clip, clip]; None disables."""
+
+
+class PPOConfig(Section):
+    advantage_estimator: Literal["gae", "grpo", "rloo", "reinforce++"] = "gae"
+    """'gae' uses the value role; 'grpo', 'rloo', 'reinforce++' are critic-free (no value actors are started)."""
+    kl_coef: float = Field(0.02, ge=0)
+    """Initial KL coefficient beta."""
+    kl_estimator: Literal["k1", "k2", "k3"] = "k1"
+    """Per-token KL estimator (Schulman 2020)."""
+    kl_mode: Literal["reward", "loss"] = "reward"
+    """'reward': -beta * KL_t folded into token rewards (InstructGPT); 'loss': beta * KL added to the policy loss."""
+    adaptive_kl: bool = False
+    """Adapt beta toward `kl_target` (Ziegler et al. 2019)."""
+    kl_target: float = Field(6.0, gt=0)
+    """Target sequence KL for the adaptive controller."""
+    kl_horizon: float = Field(10000, gt=0)
+    """Horizon of the adaptive controller."""
+    gamma: float = Field(1.0, ge=0, le=1)
+    """Discount."""
+    lam: float = Field(0.95, ge=0, le=1)
+    """GAE lambda."""
+    whiten_advantages: bool = True
+    """Whiten advantages over the whole rollout batch (GAE)."""
+    clip_eps: float = Field(0.2, gt=0)
+    """Policy ratio clip."""
+    value_clip_eps: Optional[float] = 0.2
+    """Value clip around the rollout values; None disables."""
+    value_coef: float = Field(0.5, ge=0)
+    """Scale of the value loss (the value model trains separately; this scales its gradient)."""
+    ent_coef: float = Field(0.0, ge=0)
+    """Entropy bonus coefficient."""
+    ppo_epochs: int = Field(1, ge=1)
+    """Passes over each rollout batch."""
+    num_minibatches: int = Field(2, ge=1)
+    """Optimizer steps per epoch; the rollout batch is split into this many minibatches."""
+    ptx_coef: float = Field(0.0, ge=0)
+    """PPO-ptx gamma: weight of the pretraining LM loss (needs `data.ptx`)."""
+    policy_lr: float = Field(3e-4, gt=0)
+    """Policy learning rate (AdamW)."""
+    value_lr: float = Field(1e-3, gt=0)
+    """Value learning rate (AdamW)."""
+    weight_decay: float = Field(0.0, ge=0)
+    """AdamW weight decay."""
+    warmup_steps: int = Field(0, ge=0)
+    """Linear learning-rate warmup, in optimizer steps."""
+    max_grad_norm: float = Field(1.0, ge=0)
+    """Global gradient-norm clip (0 disables)."""
+    init_value_from_reward: bool = False
+    """Initialise the value model from the reward model (needs `reward.model`)."""
+
+
+class RoleResources(Section):
+    num_actors: int = Field(1, ge=1)
+    """Ray actors of this role (data-parallel ranks for trainable roles)."""
+    num_cpus: float = Field(1.0, ge=0)
+    """CPUs reserved per actor; also its torch thread count (at least 1)."""
+    num_gpus: float = Field(0.0, ge=0)
+    """GPUs per actor (fractions let colocated roles share a GPU)."""
+    colocate_with: Optional[str] = None
+    """Place this role's actors in the placement-group bundles of another role (same devices)."""
+
+
+class ActorsConfig(Section):
+    policy: RoleResources = RoleResources()
+    value: RoleResources = RoleResources()
+    reference: RoleResources = RoleResources()
+    reward: RoleResources = RoleResources()
+    rollout: RoleResources = RoleResources()
+
+
+class TrainableDeepSpeed(Section):
+    zero_stage: Literal[0, 1, 2, 3] = 0
+    """DeepSpeed ZeRO stage."""
+    offload_optimizer: bool = False
+    """ZeRO optimizer-state offload to CPU (stage >= 1)."""
+    offload_params: bool = False
+    """ZeRO-3 parameter offload to CPU."""
+    micro_batch_size: int = Field(8, ge=1)
+    """Sequences per forward/backward on one actor; gradients accumulate up to the minibatch."""
+
+
+class DeepSpeedConfig(Section):
+    policy: TrainableDeepSpeed = TrainableDeepSpeed()
+    value: TrainableDeepSpeed = TrainableDeepSpeed()
+    frozen_zero_stage: Literal[0, 3] = 0
+    """Reference and reward models: 0 = full replica per actor, 3 = ZeRO-3 inference engine sharded over the role."""
+
+
+class PrecisionConfig(Section):
+    dtype: Literal["auto", "fp32", "bf16"] = "auto"
+    """Training and inference dtype; 'auto' is bf16 on GPU and fp32 on CPU."""
+    cpu_matmul: Literal["ieee", "bf16"] = "ieee"
+    """fp32 matmul path on CPU: 'bf16' lets oneDNN use bf16 internally (2x faster on AVX-512 bf16 CPUs)."""
+
+
+class LoggingConfig(Section):
+    wandb_project: str = "rlhf"
+    """wandb project."""
+    wandb_run_name: Optional[str] = None
+    """wandb run name (default: run.name)."""
+    wandb_group: Optional[str] = None
+    """wandb group."""
+    wandb_mode: Literal["auto", "online", "offline", "disabled"] = "auto"
+    """'auto' is online when WANDB_API_KEY is set, offline otherwise."""
+    num_sample_generations: int = Field(4, ge=0)
+    """Rows of the table of sample generations logged each time samples are logged."""
+    samples_every: int = Field(10, ge=1)
+    """Steps between sample tables."""
+    progress_bar: bool = True
+    """Console progress bar."""
+
+
+class CheckpointConfig(Section):
+    every: int = Field(0, ge=0)
+    """Checkpoint every N steps (0: only at the end)."""
+    keep_last: int = Field(2, ge=1)
+    """Checkpoints kept; older ones are deleted after a new one is complete."""
+    export_hf: bool = True
+    """Export the final policy in Hugging Face format (save_pretrained + tokenizer) to `<run>/policy_hf`."""
+
+
+class Config(Section):
+    run: RunConfig = RunConfig()
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    rollout: RolloutConfig = RolloutConfig()
+    reward: RewardConfig = RewardConfig()
+    ppo: PPOConfig = PPOConfig()
+    actors: ActorsConfig = ActorsConfig()
+    deepspeed: DeepSpeedConfig = DeepSpeedConfig()
+    precision: PrecisionConfig = PrecisionConfig()
+    logging: LoggingConfig = LoggingConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
+
+    @property
+    def rollout_batch_size(self) -> int:
+        return self.rollout.prompts_per_step * self.rollout.n_samples_per_prompt
+
+    @property
+    def uses_critic(self) -> bool:
+        return self.ppo.advantage_estimator == "gae"
+
+    def active_roles(self) -> list[str]:
+        return [r for r in ROLES if r != "value" or self.uses_critic]
+
+    @model_validator(mode="after")
+    def _check_consistency(self):
+        check_consistency(self)
+        return self
+
+
+def _fail(key: str, message: str):
+    raise ValueError(f"[{key}] {message}")
+
+
+def check_consistency(cfg: Config) -> None:
+    """Cross-field rules: batch sizes that divide, roles that exist, options that need each other."""
+    r, p = cfg.reward, cfg.ppo
+    if (r.function is None) == (r.model is None):
+        _fail("reward.function", "set exactly one of reward.function and reward.model")
+    if r.function is not None and ":" not in r.function:
+        _fail("reward.function", f"expected 'module:function', got {r.function!r}")
+    if p.advantage_estimator in ("grpo", "rloo") and cfg.rollout.n_samples_per_prompt < 2:
+        _fail("rollout.n_samples_per_prompt", f"{p.advantage_estimator} needs >= 2 samples per prompt")
+    if p.init_value_from_reward and r.model is None:
+        _fail("ppo.init_value_from_reward", "needs reward.model (a scalar-head model to copy)")
+    if p.ptx_coef > 0 and cfg.data.ptx is None:
+        _fail("ppo.ptx_coef", "ptx_coef > 0 needs data.ptx (the pretraining text data)")
+    batch = cfg.rollout_batch_size
+    if batch % p.num_minibatches:
+        _fail("ppo.num_minibatches", f"rollout batch {batch} (prompts_per_step x n_samples_per_prompt) "
+              f"is not divisible by {p.num_minibatches} minibatches")
+    minibatch = batch // p.num_minibatches
+    trainable = ["policy"] + (["value"] if cfg.uses_critic else [])
+    for role in trainable:
+        actors = getattr(cfg.actors, role).num_actors
+        micro = getattr(cfg.deepspeed, role).micro_batch_size
+        if minibatch % (actors * micro):
+            _fail(f"deepspeed.{role}.micro_batch_size", f"minibatch {minibatch} is not divisible by "
+                  f"{actors} {role} actors x micro batch {micro}")
+        ds = getattr(cfg.deepspeed, role)
+        if ds.offload_params and ds.zero_stage != 3:
+            _fail(f"deepspeed.{role}.offload_params", "parameter offload needs zero_stage 3")
+        if ds.offload_optimizer and ds.zero_stage == 0:
+            _fail(f"deepspeed.{role}.offload_optimizer", "optimizer offload needs zero_stage >= 1")
+    for role in ("reference", "reward", "rollout"):
+        actors = getattr(cfg.actors, role).num_actors
+        if batch % actors:
+            _fail(f"actors.{role}.num_actors", f"rollout batch {batch} is not divisible by {actors} actors")
+    if cfg.rollout.prompts_per_step % cfg.actors.rollout.num_actors:
+        _fail("actors.rollout.num_actors", f"prompts_per_step {cfg.rollout.prompts_per_step} is not divisible "
+              f"by {cfg.actors.rollout.num_actors} rollout actors")
+    if cfg.data.ptx is not None and cfg.data.ptx_batch_size % cfg.actors.policy.num_actors:
+        _fail("data.ptx_batch_size", f"not divisible by {cfg.actors.policy.num_actors} policy actors")
+    active = cfg.active_roles()
+    for role in active:
+        target = getattr(cfg.actors, role).colocate_with
+        if target is None:
+            continue
+        key = f"actors.{role}.colocate_with"
+        if target not in active or target == role:
+            _fail(key, f"{target!r} is not another active role (one of {', '.join(x for x in active if x != role)})")
+        if getattr(cfg.actors, target).colocate_with is not None:
+            _fail(key, f"{target!r} is itself colocated; point at the role it is colocated with")
+        if getattr(cfg.actors, target).num_actors != getattr(cfg.actors, role).num_actors:
+            _fail(key, f"colocated roles need the same num_actors as {target!r}")
+
+
+# ---- loading -------------------------------------------------------------------------------------------------
+
+def _set_dotted(tree: dict, dotted: str, value) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"config error: {dotted}: {key!r} is not a section")
+    node[keys[-1]] = value
+
+
+def parse_overrides(args: list[str]) -> dict:
+    """['--ppo.kl_coef', '0.05', '--run.name=x'] -> {'ppo': {'kl_coef': 0.05}, 'run': {'name': 'x'}} (YAML-typed)."""
+    tree: dict = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--") or arg == "--":
+            raise ConfigError(f"config error: unexpected argument {arg!r}; overrides look like --section.key value")
+        key, eq, value = arg[2:].partition("=")
+        if not eq:
+            if i + 1 >= len(args):
+                raise ConfigError(f"config error: {key}: missing value")
+            value, i = args[i + 1], i + 1
+        _set_dotted(tree, key, yaml.safe_load(value) if value != "" else "")
+        i += 1
+    return tree
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _format_error(error: ValidationError, source: str) -> str:
+    first = error.errors()[0]
+    key = ".".join(str(part) for part in first["loc"])
+    message = first["msg"]
+    if first["type"] == "extra_forbidden":
+        message = "unknown key"
+    elif message.startswith("Value error, ["):
+        key, _, message = message[len("Value error, ["):].partition("] ")
+    elif "input" in first and not isinstance(first["input"], dict):
+        message = f"{message} (got {first['input']!r})"
+    more = f" (+{len(error.errors()) - 1} more)" if len(error.errors()) > 1 else ""
+    return f"config error in {source}: {key}: {message}{more}"
+
+
+def build_config(tree: dict, source: str = "config") -> Config:
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as error:
+        raise ConfigError(_format_error(error, source)) from None
+
+
+def load_config(path: Optional[str] = None, overrides: Optional[list[str]] = None, base: Optional[dict] = None) -> Config:
+    """Defaults <- `base` <- YAML file <- dotted overrides, validated once."""
+    tree = dict(base or {})
+    source = "defaults"
+    if path is not None:
+        file = Path(path)
+        if not file.is_file():
+            raise ConfigError(f"config error: {path}: no such file")
+        try:
+            loaded = yaml.safe_load(file.read_text()) or {}
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark else ""
+            raise ConfigError(f"config error: {path}{where}: invalid YAML") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config error: {path}: expected a mapping of sections at the top level")
+        tree, source = _merge(tree, loaded), path
+    if overrides:
+        tree = _merge(tree, parse_overrides(overrides))
+        source = f"{source} + command line"
+    return build_config(tree, source)
+
+
+def dump_config(cfg: Config, path: Path) -> None:
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))

@@ -1,0 +1,72 @@
+"""Load records from local json/jsonl/parquet/csv files or folders (or hub names when online) through `datasets`,
+and validate rows with the file and row named in the error."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+SUFFIX_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
+
+
+class DataError(ValueError):
+    """Bad input data, worded as one line naming the file and row."""
+
+
+def _check_json_lines(file: Path) -> None:
+    """`datasets` reports a broken JSON line without its number; find it first."""
+    with file.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if line.strip():
+                try:
+                    json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise DataError(f"{file}: line {number}: invalid JSON ({error.msg})") from None
+
+
+def _local_files(path: Path) -> list[Path]:
+    files = sorted(f for f in path.rglob("*") if f.suffix in SUFFIX_BUILDERS) if path.is_dir() else [path]
+    if not files:
+        raise DataError(f"{path}: folder holds no .json/.jsonl/.parquet/.csv files")
+    suffixes = {SUFFIX_BUILDERS.get(f.suffix) for f in files}
+    if None in suffixes:
+        raise DataError(f"{path}: unsupported file type (expected .json, .jsonl, .parquet or .csv)")
+    if len(suffixes) > 1:
+        raise DataError(f"{path}: mixes file types {sorted(suffixes)}; use one type per folder")
+    return files
+
+
+def load_records(spec: str, split: str = "train"):
+    """A `datasets.Dataset` from a local file/folder or a hub dataset name. Returns (dataset, source name)."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    path = Path(spec).expanduser()
+    try:
+        if path.exists():
+            files = _local_files(path)
+            for file in files:
+                if file.suffix == ".jsonl":
+                    _check_json_lines(file)
+            builder = SUFFIX_BUILDERS[files[0].suffix]
+            dataset = datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train")
+        else:
+            dataset = datasets.load_dataset(spec, split=split)
+    except DataError:
+        raise
+    except Exception as error:  # datasets raises many types; keep the first line, name the source
+        raise DataError(f"{spec}: cannot load ({type(error).__name__}: {str(error).splitlines()[0][:200]})") from None
+    if len(dataset) == 0:
+        raise DataError(f"{spec}: dataset is empty (no rows)")
+    return dataset
+
+
+def require_text(row: dict, key: str, source: str, index: int) -> str:
+    """The non-empty string under `key` in a row, or a DataError naming source, row and key."""
+    if key not in row:
+        raise DataError(f"{source}: row {index}: missing key {key!r} (row has: {', '.join(sorted(row)) or 'nothing'})")
+    value = row[key]
+    if not isinstance(value, str):
+        raise DataError(f"{source}: row {index}: {key!r} should be a string, got {type(value).__name__}")
+    if not value.strip():
+        raise DataError(f"{source}: row {index}: {key!r} is empty")
+    return value

@@ -1,0 +1,36 @@
+"""Bundled toy tasks with a hidden ground truth, used by the default runs and tests (no files, no network).
+
+repeat_digit: the prompt asks for a digit ("repeat 7:"); the ground truth scores the fraction of response
+characters equal to that digit. A random tiny model starts near 0 and PPO visibly raises it.
+"""
+from __future__ import annotations
+
+import random
+import re
+
+TASKS = ("repeat_digit",)
+_DIGIT = re.compile(r"repeat (\d):")
+
+
+def repeat_digit_prompts(num_rows: int = 512, seed: int = 1234) -> list[dict]:
+    rng = random.Random(seed)
+    return [{"prompt": f"repeat {rng.randrange(10)}:"} for _ in range(num_rows)]
+
+
+def repeat_digit_score(prompt: str, response: str) -> float:
+    """Fraction of response characters equal to the requested digit (0 for an empty response)."""
+    match = _DIGIT.search(prompt)
+    if match is None or not response:
+        return 0.0
+    return response.count(match.group(1)) / len(response)
+
+
+def repeat_digit_reward(prompts: list[str], responses: list[str]) -> list[float]:
+    """Reward function in the `module:function` form the reward role accepts."""
+    return [repeat_digit_score(p, r) for p, r in zip(prompts, responses)]
+
+
+def toy_records(name: str) -> list[dict]:
+    if name == "repeat_digit":
+        return repeat_digit_prompts()
+    raise ValueError(f"unknown toy task {name!r}; bundled tasks: {', '.join(TASKS)}")

@@ -1,0 +1,43 @@
+"""The one place that builds a DeepSpeed config dict (pure; DeepSpeed itself is imported only by the actors)."""
+from __future__ import annotations
+
+
+def trainable_config(section, world_size: int, minibatch_size: int, dtype: str, max_grad_norm: float) -> dict:
+    """ZeRO config of a trainable role. `section` is a TrainableDeepSpeed; `minibatch_size` is global (all ranks).
+
+    Gradient accumulation covers the minibatch: micro x accumulation x world = minibatch.
+    """
+    micro = section.micro_batch_size
+    accumulation = minibatch_size // (micro * world_size)
+    zero: dict = {"stage": section.zero_stage}
+    if section.offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": False}
+    if section.offload_params:
+        zero["offload_param"] = {"device": "cpu", "pin_memory": False}
+    if section.zero_stage == 3:
+        # gather small models whole; keeps CPU runs from fragmenting into many tiny collectives
+        zero.update({"stage3_param_persistence_threshold": 0, "stage3_prefetch_bucket_size": 5e7})
+    return {
+        "train_micro_batch_size_per_gpu": micro,
+        "gradient_accumulation_steps": accumulation,
+        "train_batch_size": micro * accumulation * world_size,
+        "gradient_clipping": max_grad_norm,
+        "zero_optimization": zero,
+        "bf16": {"enabled": dtype == "bf16"},
+        # we pass a torch optimizer: no C++ op build; required for offload with a client optimizer
+        "zero_force_ds_cpu_optimizer": False,
+        "zero_allow_untested_optimizer": True,
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+
+
+def inference_config(zero_stage: int, dtype: str, world_size: int) -> dict:
+    """ZeRO-3 inference engine for a frozen role (parameters sharded over its actors, gathered per layer)."""
+    return {
+        "train_micro_batch_size_per_gpu": 1,
+        "train_batch_size": world_size,
+        "zero_optimization": {"stage": zero_stage, "stage3_param_persistence_threshold": 0},
+        "bf16": {"enabled": dtype == "bf16"},
+        "steps_per_print": 10**9,
+    }

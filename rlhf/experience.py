@@ -1,0 +1,84 @@
+"""The batch that travels between roles: one dataclass of tensors, sliced into shards for actors and concatenated
+back, sent through the Ray object store as a single object."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+
+@dataclass
+class Experience:
+    """Rows are samples; prompts are left-padded to `prompt_length`, responses right-padded to `response_length`.
+
+    sequences       (B, P + R) prompt then response token ids
+    attention_mask  (B, P + R) 1 on real prompt tokens and real response tokens (up to and including EOS)
+    response_mask   (B, R)     float, 1 on real response tokens
+    ends_with_eos   (B,)       bool, the response stopped at EOS (not at the token limit)
+    prompt_index    (B,)       row of the prompt in the dataset (samples of one prompt are contiguous)
+    Filled later by the scoring roles and the core: old_logprobs, reference_logprobs, values, scores (B,),
+    rewards, advantages, returns (all (B, R)).
+    """
+
+    sequences: torch.Tensor
+    attention_mask: torch.Tensor
+    response_mask: torch.Tensor
+    ends_with_eos: torch.Tensor
+    prompt_index: torch.Tensor
+    prompt_length: int
+    old_logprobs: Optional[torch.Tensor] = None
+    reference_logprobs: Optional[torch.Tensor] = None
+    values: Optional[torch.Tensor] = None
+    scores: Optional[torch.Tensor] = None
+    rewards: Optional[torch.Tensor] = None
+    advantages: Optional[torch.Tensor] = None
+    returns: Optional[torch.Tensor] = None
+
+    def __len__(self) -> int:
+        return self.sequences.shape[0]
+
+    @property
+    def response_length(self) -> int:
+        return self.response_mask.shape[1]
+
+    @property
+    def responses(self) -> torch.Tensor:
+        return self.sequences[:, self.prompt_length:]
+
+    @property
+    def position_ids(self) -> torch.Tensor:
+        """Positions counted over real tokens only, as `generate` does with left padding."""
+        return (self.attention_mask.cumsum(dim=1) - 1).clamp(min=0)
+
+    def _tensor_fields(self):
+        return [f.name for f in dataclasses.fields(self) if f.name != "prompt_length"]
+
+    def select(self, rows) -> "Experience":
+        """Rows by slice or index tensor; None fields stay None."""
+        values = {name: (None if getattr(self, name) is None else getattr(self, name)[rows])
+                  for name in self._tensor_fields()}
+        return Experience(prompt_length=self.prompt_length, **values)
+
+    def shard(self, rank: int, world_size: int) -> "Experience":
+        """The contiguous block of rows that data-parallel rank `rank` of `world_size` owns."""
+        size = len(self) // world_size
+        return self.select(slice(rank * size, (rank + 1) * size))
+
+    def replace(self, **changes) -> "Experience":
+        return dataclasses.replace(self, **changes)
+
+    @staticmethod
+    def concat(parts: list["Experience"]) -> "Experience":
+        first = parts[0]
+        values = {}
+        for name in first._tensor_fields():
+            tensors = [getattr(p, name) for p in parts]
+            values[name] = None if tensors[0] is None else torch.cat(tensors)
+        return Experience(prompt_length=first.prompt_length, **values)
+
+
+def concat_column(parts: list[torch.Tensor]) -> torch.Tensor:
+    """Per-shard outputs of a role (in rank order) back into one batch column."""
+    return torch.cat(parts)

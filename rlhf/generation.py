@@ -1,0 +1,80 @@
+"""Rollout engines. `RolloutEngine` is the interface a faster engine (vLLM, SGLang) would implement; the shipped
+engine is transformers `generate`: batched sampling with KV cache, left-padded prompts, stop at EOS."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from .experience import Experience
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_new_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    n_samples_per_prompt: int = 1
+
+
+class RolloutEngine(Protocol):
+    def generate(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, prompt_index: torch.Tensor,
+                 params: SamplingParams, seed: int) -> Experience: ...
+
+    def load_state_dict(self, state_dict: dict) -> None: ...
+
+
+def response_mask_from_tokens(responses: torch.Tensor, eos_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """1 on tokens up to and including the first EOS (all tokens when there is none); and whether EOS was reached.
+
+    Works when pad == eos (e.g. SmolLM2): what follows the first EOS is masked either way.
+    """
+    is_eos = responses == eos_token_id
+    eos_before = torch.cumsum(is_eos.long(), dim=1) - is_eos.long()
+    return (eos_before == 0).float(), is_eos.any(dim=1)
+
+
+class HFGenerateEngine:
+    """Sampling with `model.generate` (KV cache). Deterministic for a given seed on a given device."""
+
+    def __init__(self, model, tokenizer, device: torch.device):
+        self.model, self.tokenizer, self.device = model.eval(), tokenizer, device
+
+    @torch.no_grad()
+    def generate(self, prompt_ids, prompt_mask, prompt_index, params: SamplingParams, seed: int) -> Experience:
+        n = params.n_samples_per_prompt
+        prompt_ids = prompt_ids.repeat_interleave(n, dim=0).to(self.device)
+        prompt_mask = prompt_mask.repeat_interleave(n, dim=0).to(self.device)
+        torch.manual_seed(seed)
+        output = self.model.generate(
+            input_ids=prompt_ids, attention_mask=prompt_mask, do_sample=True,
+            temperature=params.temperature, top_p=params.top_p, top_k=params.top_k or None,
+            max_new_tokens=params.max_new_tokens, min_new_tokens=1,
+            eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id, use_cache=True,
+        ).cpu()
+        prompt_length = prompt_ids.shape[1]
+        responses = output[:, prompt_length:]
+        # generate stops when every row is done; pad to the fixed width so shards from all actors line up
+        missing = params.max_new_tokens - responses.shape[1]
+        if missing > 0:
+            pad = torch.full((responses.shape[0], missing), self.tokenizer.pad_token_id, dtype=responses.dtype)
+            responses = torch.cat([responses, pad], dim=1)
+        response_mask, ends_with_eos = response_mask_from_tokens(responses, self.tokenizer.eos_token_id)
+        responses = torch.where(response_mask.bool(), responses, self.tokenizer.pad_token_id)
+        return Experience(
+            sequences=torch.cat([prompt_ids.cpu(), responses], dim=1),
+            attention_mask=torch.cat([prompt_mask.cpu(), response_mask.long()], dim=1),
+            response_mask=response_mask,
+            ends_with_eos=ends_with_eos,
+            prompt_index=prompt_index.repeat_interleave(n),
+            prompt_length=prompt_length,
+        )
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        tensors = {k: torch.as_tensor(v) for k, v in state_dict.items()}
+        missing, unexpected = self.model.load_state_dict(tensors, strict=False)
+        real_missing = [k for k in missing if k not in getattr(self.model, "_tied_weights_keys", {}) and "lm_head" not in k]
+        if unexpected or real_missing:
+            raise RuntimeError(f"weight sync mismatch: missing {real_missing[:3]}, unexpected {unexpected[:3]}")

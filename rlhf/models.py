@@ -1,0 +1,162 @@
+"""Model loading and export: any HF causal LM, a scalar-head model for reward and value, the tiny-model factory
+(random Llama + offline character tokenizer) used by tests and the default run, and export to HF format."""
+from __future__ import annotations
+
+import os
+import shutil
+import string
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+PAD, EOS, BOS, UNK = "<pad>", "</s>", "<s>", "<unk>"
+TINY_CHARS = string.digits + string.ascii_lowercase + string.ascii_uppercase + " .,:;!?+-*/=()'\"\n_#<>[]{}|"
+TINY_CHAT_TEMPLATE = (
+    "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}assistant: {% endif %}"
+)
+
+
+def quiet_transformers() -> None:
+    """No per-file progress bars or init warnings from transformers inside workers."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    logging.set_verbosity_error()
+
+
+class ModelLoadError(ValueError):
+    """A model path that cannot be loaded, worded as one line."""
+
+
+def build_char_tokenizer():
+    """A character-level fast tokenizer built offline: one token per character of TINY_CHARS, plus pad/eos/bos/unk."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {token: i for i, token in enumerate([PAD, EOS, BOS, UNK, *TINY_CHARS])}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
+    core.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    core.decoder = decoders.Fuse()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token=PAD, eos_token=EOS, bos_token=BOS,
+                                        unk_token=UNK, padding_side="left")
+    tokenizer.chat_template = TINY_CHAT_TEMPLATE
+    return tokenizer
+
+
+def _atomic_dir(target: Path, write) -> Path:
+    """Write a folder through a temporary sibling and rename it into place, so readers never see half of it."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        write(tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def make_tiny_model(folder: str | Path, num_layers: int = 2, hidden_size: int = 64, num_heads: int = 4,
+                    seed: int = 0) -> Path:
+    """Write a random tiny Llama causal LM and its char tokenizer to `folder` (HF format); returns the folder."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    quiet_transformers()
+    tokenizer = build_char_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=hidden_size * 4,
+        num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_heads,
+        max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id, tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+
+    def write(tmp: Path):
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+
+    return _atomic_dir(Path(folder), write)
+
+
+def resolve_model_path(name: str, cache_dir: str, tiny=None) -> str:
+    """'tiny' -> the cached tiny model folder (made on first use); anything else is returned unchanged."""
+    if name != "tiny":
+        return name
+    shape = (tiny.num_layers, tiny.hidden_size, tiny.num_heads) if tiny else (2, 64, 4)
+    folder = Path(cache_dir).expanduser() / "tiny-llama-{}x{}h{}".format(*shape)
+    if not (folder / "config.json").exists():
+        make_tiny_model(folder, *shape)
+    return str(folder)
+
+
+def torch_dtype(name: str, device: torch.device) -> torch.dtype:
+    """'auto' is bf16 on CUDA and fp32 on CPU."""
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return {"fp32": torch.float32, "bf16": torch.bfloat16}[name]
+
+
+def disable_dropout(model: nn.Module) -> nn.Module:
+    """PPO needs the same function at rollout and training time: every dropout is set to p = 0."""
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+    return model
+
+
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"cannot load tokenizer from {path!r}: {str(error).splitlines()[0]}") from None
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_causal_lm(path: str, dtype: torch.dtype = torch.float32):
+    """Any HF causal LM, dropout disabled."""
+    from transformers import AutoModelForCausalLM
+
+    quiet_transformers()
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"cannot load causal LM from {path!r}: {str(error).splitlines()[0]}") from None
+    return disable_dropout(model)
+
+
+def load_scalar_model(path: str, dtype: torch.dtype = torch.float32):
+    """An HF model with a scalar head on every token (AutoModelForTokenClassification, num_labels=1).
+
+    Loaded from a causal-LM checkpoint the head is new; loaded from a saved reward/value model it is restored.
+    The reward is the head's output at the last real token; the value is its output at every token.
+    """
+    from transformers import AutoConfig, AutoModelForTokenClassification
+
+    quiet_transformers()
+    try:
+        config = AutoConfig.from_pretrained(path, num_labels=1)
+        config.classifier_dropout = 0.0
+        model = AutoModelForTokenClassification.from_pretrained(path, config=config, dtype=dtype)
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"cannot load scalar-head model from {path!r}: {str(error).splitlines()[0]}") from None
+    return disable_dropout(model)
+
+
+def export_hf(model: nn.Module, tokenizer, folder: str | Path, state_dict: dict | None = None) -> Path:
+    """save_pretrained (safetensors) + tokenizer into `folder`, atomically; loadable by transformers."""
+
+    def write(tmp: Path):
+        model.save_pretrained(tmp, state_dict=state_dict)
+        tokenizer.save_pretrained(tmp)
+
+    return _atomic_dir(Path(folder), write)
