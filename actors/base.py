@@ -23,6 +23,8 @@ class RoleWorker:
     def __init__(self, config: dict, role: str, rank: int, world_size: int, num_threads: int):
         self.cfg = Config.model_validate(config)
         self.role, self.rank, self.world_size = role, rank, world_size
+        # same seed on every rank and layout: a freshly initialised head (value model) is identical everywhere
+        torch.manual_seed(self.cfg.run.seed)
         torch.set_num_threads(num_threads)
         os.environ["OMP_NUM_THREADS"] = str(num_threads)
         self.device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")

@@ -72,10 +72,14 @@ class TrainableWorker(RoleWorker):
                 micro = mine.select(slice(micro_index * self.micro_batch_size, (micro_index + 1) * self.micro_batch_size))
                 loss, stats = micro_loss(micro, global_tokens, update, micro_index)
                 self.engine.backward(loss * self.world_size, scale_wrt_gas=False)
+                if micro_index == accumulation - 1 and self.zero_stage == 0:
+                    # ZeRO-0 does not record the norm; gradients are all-reduced at this point
+                    grads = [p.grad for p in self.engine.module.parameters() if p.grad is not None]
+                    grad_norms.append(float(torch.nn.utils.get_total_norm(grads)))
                 self.engine.step()
                 for key, value in stats.items():
                     sums[key] += float(value)
-            norm = self.engine.get_global_grad_norm()
+            norm = self.engine.get_global_grad_norm() if self.zero_stage > 0 else None
             if norm is not None:
                 grad_norms.append(float(norm))
         return {"sums": dict(sums), "updates": len(plan),

@@ -44,7 +44,10 @@ def main(argv: list[str] | None = None) -> int:
 
             print_reference(defaults_only=args.defaults)
             return 0
-        cfg = load_config(args.config, extra)
+        from rlhf.config import bundled_default
+
+        # no --config: the bundled toy run (rlhf/configs/toy_ppo.yaml) is the base the overrides apply to
+        cfg = load_config(args.config, extra, base=None if args.config else bundled_default())
         if args.command == "ppo":
             from .ppo import run_ppo
 

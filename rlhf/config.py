@@ -143,9 +143,9 @@ class PPOConfig(Section):
     """Optimizer steps per epoch; the rollout batch is split into this many minibatches."""
     ptx_coef: float = Field(0.0, ge=0)
     """PPO-ptx gamma: weight of the pretraining LM loss (needs `data.ptx`)."""
-    policy_lr: float = Field(3e-4, gt=0)
+    policy_lr: float = Field(1e-5, gt=0)
     """Policy learning rate (AdamW)."""
-    value_lr: float = Field(1e-3, gt=0)
+    value_lr: float = Field(1e-5, gt=0)
     """Value learning rate (AdamW)."""
     weight_decay: float = Field(0.0, ge=0)
     """AdamW weight decay."""
@@ -393,6 +393,11 @@ def load_config(path: Optional[str] = None, overrides: Optional[list[str]] = Non
         tree = _merge(tree, parse_overrides(overrides))
         source = f"{source} + command line"
     return build_config(tree, source)
+
+
+def bundled_default() -> dict:
+    """The toy run `rlhf ppo` uses when no --config is given (rlhf/configs/toy_ppo.yaml)."""
+    return yaml.safe_load((Path(__file__).parent / "configs" / "toy_ppo.yaml").read_text())
 
 
 def dump_config(cfg: Config, path: Path) -> None:

@@ -1,7 +1,8 @@
 """Bundled toy tasks with a hidden ground truth, used by the default runs and tests (no files, no network).
 
-repeat_digit: the prompt asks for a digit ("repeat 7:"); the ground truth scores the fraction of response
-characters equal to that digit. A random tiny model starts near 0 and PPO visibly raises it.
+repeat_digit: the prompt asks for a digit ("repeat 7:"); the ground truth scores each response character 1 if it is
+that digit, 0.2 if it is another digit, 0 otherwise, averaged over the response. A random tiny model starts near
+0.03 and PPO visibly raises it.
 """
 from __future__ import annotations
 
@@ -18,11 +19,12 @@ def repeat_digit_prompts(num_rows: int = 512, seed: int = 1234) -> list[dict]:
 
 
 def repeat_digit_score(prompt: str, response: str) -> float:
-    """Fraction of response characters equal to the requested digit (0 for an empty response)."""
+    """Mean per-character credit: 1 for the requested digit, 0.2 for another digit (0 for an empty response)."""
     match = _DIGIT.search(prompt)
     if match is None or not response:
         return 0.0
-    return response.count(match.group(1)) / len(response)
+    target = match.group(1)
+    return sum(1.0 if c == target else 0.2 if c.isdigit() else 0.0 for c in response) / len(response)
 
 
 def repeat_digit_reward(prompts: list[str], responses: list[str]) -> list[float]:
