@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,6 +86,7 @@ class PPOTrainer:
     # ---- the story -------------------------------------------------------------------------------------------
 
     def run(self) -> Path:
+        fresh = not self.run_dir.exists()
         with ray_session(self.cfg):
             self.roles = RoleSet(self.cfg, self.paths)
             try:
@@ -98,6 +100,10 @@ class PPOTrainer:
                         self.roles.export_policy(self.run_dir / "policy_hf")
                 finally:
                     self.log.close()
+            except BaseException:
+                if fresh and not (self.run_dir / "metrics.jsonl").exists():
+                    shutil.rmtree(self.run_dir, ignore_errors=True)   # a failed start leaves nothing behind
+                raise
             finally:
                 self.roles.shutdown()
         return self.run_dir

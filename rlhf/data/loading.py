@@ -44,6 +44,8 @@ def load_records(spec: str, split: str = "train"):
     try:
         if path.exists():
             files = _local_files(path)
+            if all(not f.read_bytes().strip() for f in files):
+                raise DataError(f"{spec}: dataset is empty (no rows)")
             for file in files:
                 if file.suffix == ".jsonl":
                     _check_json_lines(file)
@@ -54,7 +56,7 @@ def load_records(spec: str, split: str = "train"):
     except DataError:
         raise
     except Exception as error:  # datasets raises many types; keep the first line, name the source
-        raise DataError(f"{spec}: cannot load ({type(error).__name__}: {str(error).splitlines()[0][:200]})") from None
+        raise DataError(f"{spec}: cannot load ({type(error).__name__}: {(str(error).splitlines() or [''])[0][:200]})") from None
     if len(dataset) == 0:
         raise DataError(f"{spec}: dataset is empty (no rows)")
     return dataset
@@ -62,9 +64,10 @@ def load_records(spec: str, split: str = "train"):
 
 def require_text(row: dict, key: str, source: str, index: int) -> str:
     """The non-empty string under `key` in a row, or a DataError naming source, row and key."""
-    if key not in row:
-        raise DataError(f"{source}: row {index}: missing key {key!r} (row has: {', '.join(sorted(row)) or 'nothing'})")
-    value = row[key]
+    value = row.get(key)
+    if value is None:  # `datasets` fills a key that some rows lack with null
+        present = ", ".join(sorted(k for k, v in row.items() if v is not None)) or "nothing"
+        raise DataError(f"{source}: row {index}: missing key {key!r} (row has: {present})")
     if not isinstance(value, str):
         raise DataError(f"{source}: row {index}: {key!r} should be a string, got {type(value).__name__}")
     if not value.strip():
