@@ -98,6 +98,7 @@ class PPOTrainer:
                         self.ppo_step()
                     if self.cfg.checkpoint.export_hf:
                         self.roles.export_policy(self.run_dir / "policy_hf")
+                    self.peak_memory = self.roles.peak_memory()
                 finally:
                     self.log.close()
             except BaseException:

@@ -1,0 +1,104 @@
+"""Generation, the experience batch, checkpoints, reward functions and models, each in one process."""
+import math
+import os
+
+import pytest
+import torch
+
+from rlhf.checkpoint import CheckpointManager
+from rlhf.experience import Experience
+from rlhf.generation import HFGenerateEngine, SamplingParams, response_mask_from_tokens
+from rlhf.models import build_char_tokenizer, load_causal_lm, load_scalar_model, load_tokenizer, make_tiny_model
+from rlhf.reward_function import RewardFunctionError, call_reward_function, load_reward_function
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return str(make_tiny_model(tmp_path_factory.mktemp("tiny") / "m"))
+
+
+def test_response_mask_stops_at_first_eos_even_when_pad_is_eos():
+    eos = 1
+    responses = torch.tensor([[5, 6, 1, 1, 1], [5, 6, 7, 8, 9], [1, 1, 1, 1, 1]])
+    mask, ended = response_mask_from_tokens(responses, eos)
+    assert mask.tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]]
+    assert ended.tolist() == [True, False, True]
+
+
+def test_generate_left_pads_samples_n_and_is_seeded(tiny):
+    tokenizer = load_tokenizer(tiny)
+    engine = HFGenerateEngine(load_causal_lm(tiny), tokenizer, torch.device("cpu"))
+    ids = tokenizer(["repeat 1:", "x:"], padding=True, return_tensors="pt")
+    params = SamplingParams(max_new_tokens=6, temperature=1.0, top_k=20, n_samples_per_prompt=3)
+    a = engine.generate(ids.input_ids, ids.attention_mask, torch.tensor([4, 9]), params, seed=7)
+    b = engine.generate(ids.input_ids, ids.attention_mask, torch.tensor([4, 9]), params, seed=7)
+    assert torch.equal(a.sequences, b.sequences)
+    assert a.sequences.shape == (6, ids.input_ids.shape[1] + 6) and a.prompt_index.tolist() == [4, 4, 4, 9, 9, 9]
+    assert a.attention_mask[3, 0] == 0                         # "x:" is left-padded
+    masked_out = a.responses[a.response_mask == 0]
+    assert (masked_out == tokenizer.pad_token_id).all()
+
+
+def test_experience_shard_select_concat():
+    exp = Experience(sequences=torch.arange(12).view(4, 3), attention_mask=torch.ones(4, 3, dtype=torch.long),
+                     response_mask=torch.ones(4, 1), ends_with_eos=torch.ones(4, dtype=torch.bool),
+                     prompt_index=torch.arange(4), prompt_length=2)
+    parts = [exp.shard(r, 2) for r in range(2)]
+    assert parts[1].prompt_index.tolist() == [2, 3] and parts[0].values is None
+    assert torch.equal(Experience.concat(parts).sequences, exp.sequences)
+    assert exp.responses.tolist() == [[2], [5], [8], [11]]
+    left_padded = exp.replace(attention_mask=torch.tensor([[0, 1, 1]] * 4))
+    assert left_padded.position_ids[0].tolist() == [0, 0, 1]
+
+
+def test_checkpoint_commit_is_atomic_and_prunes(tmp_path):
+    manager = CheckpointManager(tmp_path, keep_last=2)
+    for step in (1, 2, 3):
+        folder = manager.begin(step)
+        (folder / "policy").mkdir()
+        manager.commit(folder, step, {"step": step})
+    assert [p.name for p in manager.complete()] == ["step_000002", "step_000003"]
+    crashed = manager.begin(4)                     # a crash mid-write leaves only the .tmp folder
+    (crashed / "half").write_text("x")
+    assert manager.latest().name == "step_000003" and manager.driver_state(manager.latest())["step"] == 3
+    manager.begin(4)                               # the next attempt clears the leftover
+    assert len(list(manager.root.glob(".step_*.tmp"))) == 1
+
+
+def bad_raises(prompts, responses):
+    raise KeyError("label")
+
+
+def bad_shape(prompts, responses):
+    return [0.0]
+
+
+def bad_value(prompts, responses):
+    return [math.nan] * len(responses)
+
+
+def test_reward_function_errors_are_one_line():
+    fn = load_reward_function("rlhf.data.toy:repeat_digit_reward")
+    assert call_reward_function(fn, "s", ["repeat 3:"], ["33x"]).tolist() == pytest.approx([2 / 3])
+    cases = {"tests.core.test_core_pieces:bad_raises": "raised KeyError",
+             "tests.core.test_core_pieces:bad_shape": "returned shape (1,); expected (2,)",
+             "tests.core.test_core_pieces:bad_value": "non-finite score at index 0"}
+    for spec, expected in cases.items():
+        with pytest.raises(RewardFunctionError, match=expected.replace("(", r"\(").replace(")", r"\)")):
+            call_reward_function(load_reward_function(spec), spec, ["a", "b"], ["x", "y"])
+    with pytest.raises(RewardFunctionError, match="cannot import module 'no_such_module'"):
+        load_reward_function("no_such_module:f")
+    with pytest.raises(RewardFunctionError, match="has no function 'nope'"):
+        load_reward_function("rlhf.data.toy:nope")
+
+
+def test_char_tokenizer_and_scalar_head(tiny, tmp_path):
+    tokenizer = build_char_tokenizer()
+    ids = tokenizer("ab 7").input_ids
+    assert tokenizer.decode(ids) == "ab 7" and tokenizer.padding_side == "left"
+    scalar = load_scalar_model(tiny)
+    assert scalar(input_ids=torch.tensor([ids])).logits.shape == (1, 4, 1)
+    scalar.save_pretrained(tmp_path / "rm")
+    again = load_scalar_model(str(tmp_path / "rm"))          # the head is restored, not re-initialised
+    assert torch.equal(again.score.weight, scalar.score.weight)
+    assert os.path.exists(os.path.join(tiny, "tokenizer.json"))
