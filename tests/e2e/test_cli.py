@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-ENV = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "WANDB_MODE": ""}
+ENV = {k: v for k, v in os.environ.items() if k != "WANDB_MODE"} | {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
 def rlhf(*args, env=None, timeout=600):
