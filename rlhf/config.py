@@ -190,6 +190,8 @@ class TrainableDeepSpeed(Section):
 class DeepSpeedConfig(Section):
     policy: TrainableDeepSpeed = TrainableDeepSpeed()
     value: TrainableDeepSpeed = TrainableDeepSpeed()
+    reward: TrainableDeepSpeed = TrainableDeepSpeed()
+    """ZeRO settings of reward-model training (`rlhf rm`, on the reward role's actors)."""
     frozen_zero_stage: Literal[0, 3] = 0
     """Reference and reward models: 0 = full replica per actor, 3 = ZeRO-3 inference engine sharded over the role."""
 
@@ -227,6 +229,88 @@ class CheckpointConfig(Section):
     """Export the final policy in Hugging Face format (save_pretrained + tokenizer) to `<run>/policy_hf`."""
 
 
+class SFTConfig(Section):
+    data: str = "toy:repeat_digit"
+    """Demonstrations: file, folder, hub name or 'toy:<task>'; rows are prompt/response pairs or chat messages."""
+    prompt_key: str = "prompt"
+    """Column of the prompt (prompt/response rows)."""
+    response_key: str = "response"
+    """Column of the demonstrated response."""
+    messages_key: str = "messages"
+    """Column of a chat (list of {role, content}); the last assistant message is the response."""
+    apply_chat_template: bool = False
+    """Format prompt/response rows with the tokenizer's chat template."""
+    max_length: int = Field(64, ge=4)
+    """Longest prompt + response in tokens; longer responses are cut (the prompt must fit)."""
+    validation_fraction: float = Field(0.05, ge=0, lt=1)
+    """Share of rows held out for validation."""
+    batch_size: int = Field(32, ge=1)
+    """Sequences per optimizer step (global, split across the policy actors)."""
+    micro_batch_size: int = Field(16, ge=1)
+    """Sequences per forward/backward on one actor."""
+    epochs: float = Field(2.0, gt=0)
+    """Passes over the training rows."""
+    lr: float = Field(1e-5, gt=0)
+    """Learning rate (AdamW, warmup then constant)."""
+    warmup_steps: int = Field(10, ge=0)
+    """Linear warmup steps."""
+    eval_every: int = Field(50, ge=1)
+    """Steps between validations (and at the end); the best checkpoint is exported to <run>/best_hf."""
+    select_by: Literal["val_loss", "reward"] = "val_loss"
+    """Metric that picks the best checkpoint: validation loss, or the mean reward (reward.function / reward.model)
+    of responses sampled on validation prompts, as InstructGPT chose SFT checkpoints."""
+
+
+class RMConfig(Section):
+    data: str = "toy:repeat_digit"
+    """Comparisons: rows of prompt + chosen/rejected, or prompt + responses (K) + ranks (1 = best; ties dropped)."""
+    prompt_key: str = "prompt"
+    """Column of the prompt."""
+    chosen_key: str = "chosen"
+    """Column of the preferred response (pair rows)."""
+    rejected_key: str = "rejected"
+    """Column of the other response (pair rows)."""
+    responses_key: str = "responses"
+    """Column of the K responses (ranking rows)."""
+    ranks_key: str = "ranks"
+    """Column of the K ranks (1 = best); absent means `responses` is already ordered best first."""
+    apply_chat_template: bool = False
+    """Format prompts with the tokenizer's chat template."""
+    max_length: int = Field(64, ge=4)
+    """Longest prompt + response in tokens; longer responses are cut."""
+    validation_fraction: float = Field(0.1, ge=0, lt=1)
+    """Share of prompts held out for validation accuracy."""
+    batch_size: int = Field(16, ge=1)
+    """Prompts (batch elements, each with all its C(K,2) pairs) per optimizer step, global."""
+    micro_batch_size: int = Field(8, ge=1)
+    """Prompts per forward/backward on one actor."""
+    epochs: float = Field(1.0, gt=0)
+    """Passes over the training prompts (InstructGPT: one epoch, to avoid overfitting)."""
+    lr: float = Field(1e-5, gt=0)
+    """Learning rate."""
+    warmup_steps: int = Field(10, ge=0)
+    """Linear warmup steps."""
+    margin: float = 0.0
+    """Margin m in -log sigmoid(r_w - r_l - m)."""
+    eval_every: int = Field(50, ge=1)
+    """Steps between validations (and at the end)."""
+    normalize: Literal["none", "shift", "shift_scale"] = "shift"
+    """Bias normalization after training: shift (and scale) scores so the reference set has mean 0 (std 1)."""
+    reference_data: Optional[str] = None
+    """Demonstrations that define the normalization (None: sft.data)."""
+    base: Optional[str] = None
+    """Model the reward model starts from (None: model.policy; the pipeline uses the SFT model)."""
+
+
+class PipelineConfig(Section):
+    ground_truth: Optional[str] = "rlhf.data.toy:repeat_digit_reward"
+    """Hidden ground-truth scorer 'module:function(prompts, responses)' for the final table (None: no table)."""
+    eval_prompts: str = "toy:repeat_digit_eval"
+    """Held-out prompts the base, SFT and PPO policies are scored on."""
+    eval_samples: int = Field(128, ge=1)
+    """Prompts scored per policy."""
+
+
 class Config(Section):
     run: RunConfig = RunConfig()
     model: ModelConfig = ModelConfig()
@@ -239,6 +323,9 @@ class Config(Section):
     precision: PrecisionConfig = PrecisionConfig()
     logging: LoggingConfig = LoggingConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
+    sft: SFTConfig = SFTConfig()
+    rm: RMConfig = RMConfig()
+    pipeline: PipelineConfig = PipelineConfig()
 
     @property
     def rollout_batch_size(self) -> int:
@@ -300,6 +387,11 @@ def check_consistency(cfg: Config) -> None:
               f"by {cfg.actors.rollout.num_actors} rollout actors")
     if cfg.data.ptx is not None and cfg.data.ptx_batch_size % cfg.actors.policy.num_actors:
         _fail("data.ptx_batch_size", f"not divisible by {cfg.actors.policy.num_actors} policy actors")
+    for name, section, actors in (("sft", cfg.sft, cfg.actors.policy.num_actors),
+                                  ("rm", cfg.rm, cfg.actors.reward.num_actors)):
+        if section.batch_size % (actors * section.micro_batch_size):
+            _fail(f"{name}.micro_batch_size", f"batch_size {section.batch_size} is not divisible by {actors} actors "
+                  f"x micro batch {section.micro_batch_size}")
     active = cfg.active_roles()
     for role in active:
         target = getattr(cfg.actors, role).colocate_with
@@ -395,9 +487,11 @@ def load_config(path: Optional[str] = None, overrides: Optional[list[str]] = Non
     return build_config(tree, source)
 
 
-def bundled_default() -> dict:
-    """The toy run `rlhf ppo` uses when no --config is given (rlhf/configs/toy_ppo.yaml)."""
-    return yaml.safe_load((Path(__file__).parent / "configs" / "toy_ppo.yaml").read_text())
+def bundled_default(stage: str = "ppo") -> dict:
+    """The toy run a stage uses when no --config is given (rlhf/configs/toy_<stage>.yaml, else toy_ppo.yaml)."""
+    folder = Path(__file__).parent / "configs"
+    path = folder / f"toy_{stage}.yaml"
+    return yaml.safe_load((path if path.exists() else folder / "toy_ppo.yaml").read_text())
 
 
 def dump_config(cfg: Config, path: Path) -> None:

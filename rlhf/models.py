@@ -152,6 +152,28 @@ def load_scalar_model(path: str, dtype: torch.dtype = torch.float32):
     return disable_dropout(model)
 
 
+NORMALIZATION_FILE = "reward_normalization.json"
+
+
+def save_reward_normalization(folder: str | Path, shift: float, scale: float, reference: str) -> None:
+    """Bias normalization of a reward model, stored beside its weights: score' = (score - shift) / scale."""
+    import json
+
+    (Path(folder) / NORMALIZATION_FILE).write_text(json.dumps({"shift": shift, "scale": scale,
+                                                               "reference": reference}, indent=1))
+
+
+def load_reward_normalization(folder: str | Path) -> tuple[float, float]:
+    """(shift, scale) saved with a reward model, or (0, 1) when it has none."""
+    import json
+
+    path = Path(folder) / NORMALIZATION_FILE
+    if not path.exists():
+        return 0.0, 1.0
+    data = json.loads(path.read_text())
+    return float(data["shift"]), float(data["scale"])
+
+
 def export_hf(model: nn.Module, tokenizer, folder: str | Path, state_dict: dict | None = None) -> Path:
     """save_pretrained (safetensors) + tokenizer into `folder`, atomically; loadable by transformers."""
 

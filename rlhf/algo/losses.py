@@ -99,3 +99,24 @@ def kwise_ranking_loss(rewards: torch.Tensor, pairs: list[tuple[int, int]], marg
     diff = rewards[winners] - rewards[losers]
     loss = -F.logsigmoid(diff - margin).mean()
     return loss, (diff > 0).float().mean()
+
+
+def ranking_batch_loss(rewards: torch.Tensor, ranks: torch.Tensor, margin: float = 0.0, num_prompts=None):
+    """K-wise loss over a batch of prompts: rewards and ranks (P, K), rank 0 marks a missing response.
+
+    Each prompt is one batch element: the mean of its C(K,2) pair losses (`kwise_ranking_loss`); the batch loss
+    is the sum over prompts divided by `num_prompts` (the global batch's prompt count; this shard's when None).
+    Returns (loss, stats) with stats as sums over `num_prompts` too, plus raw pair counts for exact accuracy.
+    """
+    total, accuracy, correct, pairs_seen = rewards.new_zeros(()), 0.0, 0.0, 0
+    for prompt_rewards, prompt_ranks in zip(rewards, ranks):
+        valid = prompt_ranks > 0
+        pairs = ranking_pairs(prompt_ranks[valid].tolist())
+        loss, acc = kwise_ranking_loss(prompt_rewards[valid], pairs, margin)
+        total = total + loss
+        accuracy += acc.item()
+        correct += acc.item() * len(pairs)
+        pairs_seen += len(pairs)
+    count = float(num_prompts if num_prompts is not None else rewards.shape[0])
+    return total / count, {"rm/loss": total.detach() / count, "rm/accuracy": accuracy / count,
+                           "rm/correct_pairs": correct, "rm/pairs": pairs_seen}

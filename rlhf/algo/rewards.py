@@ -45,3 +45,10 @@ def token_rewards(scores: torch.Tensor, kl: torch.Tensor, response_mask: torch.T
     rows = torch.arange(scores.shape[0])
     rewards[rows, last_token_index(response_mask)] += scores.to(rewards.dtype)
     return rewards
+
+
+def last_token_values(values: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The scalar-head output at each row's last real token (left or right padding): (B, L), (B, L) -> (B,)."""
+    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    last = (attention_mask * positions).argmax(dim=1)
+    return values[torch.arange(values.shape[0], device=values.device), last]

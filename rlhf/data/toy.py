@@ -9,7 +9,9 @@ from __future__ import annotations
 import random
 import re
 
-TASKS = ("repeat_digit",)
+TASKS = ("repeat_digit", "repeat_digit_eval")
+NOISE_CHARS = "0123456789abcdefghijklmnopqrstuvwxyz"
+RESPONSE_LENGTH = 8
 _DIGIT = re.compile(r"repeat (\d):")
 
 
@@ -32,7 +34,45 @@ def repeat_digit_reward(prompts: list[str], responses: list[str]) -> list[float]
     return [repeat_digit_score(p, r) for p, r in zip(prompts, responses)]
 
 
-def toy_records(name: str) -> list[dict]:
-    if name == "repeat_digit":
-        return repeat_digit_prompts()
-    raise ValueError(f"unknown toy task {name!r}; bundled tasks: {', '.join(TASKS)}")
+def noisy_response(digit: str, accuracy: float, rng: random.Random) -> str:
+    """RESPONSE_LENGTH characters, each the digit with probability `accuracy`, else a random digit or letter."""
+    return "".join(digit if rng.random() < accuracy else rng.choice(NOISE_CHARS) for _ in range(RESPONSE_LENGTH))
+
+
+def repeat_digit_demonstrations(num_rows: int = 2000, accuracy: float = 0.6, seed: int = 11) -> list[dict]:
+    """Imperfect demonstrations, as human ones are: each character right with probability `accuracy`."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(num_rows):
+        digit = str(rng.randrange(10))
+        rows.append({"prompt": f"repeat {digit}:", "response": noisy_response(digit, accuracy, rng)})
+    return rows
+
+
+def repeat_digit_comparisons(num_rows: int = 1500, k: int = 4, seed: int = 12) -> list[dict]:
+    """K responses of varied quality per prompt, ranked by the hidden ground truth (equal scores tie)."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(num_rows):
+        digit = str(rng.randrange(10))
+        prompt = f"repeat {digit}:"
+        responses = []
+        while len(responses) < k:
+            candidate = noisy_response(digit, rng.random(), rng)
+            if candidate not in responses:
+                responses.append(candidate)
+        scores = [repeat_digit_score(prompt, r) for r in responses]
+        ranks = [1 + sum(other > score for other in scores) for score in scores]
+        rows.append({"prompt": prompt, "responses": responses, "ranks": ranks})
+    return rows
+
+
+def toy_records(name: str, kind: str = "prompts") -> list[dict]:
+    """Rows of a bundled task: kind 'prompts', 'demonstrations' or 'comparisons'."""
+    if name not in TASKS:
+        raise ValueError(f"unknown toy task {name!r}; bundled tasks: {', '.join(TASKS)}")
+    if kind == "demonstrations":
+        return repeat_digit_demonstrations()
+    if kind == "comparisons":
+        return repeat_digit_comparisons()
+    return repeat_digit_prompts(seed=999) if name == "repeat_digit_eval" else repeat_digit_prompts()

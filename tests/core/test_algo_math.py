@@ -145,3 +145,20 @@ def test_kwise_ranking_loss():
     loss, acc = kwise_ranking_loss(T([0.0, 1.0]), [(0, 1)], margin=0.5)
     close(loss, -math.log(1 / (1 + math.exp(1.5))))
     close(acc, 0.0)
+
+
+def test_ranking_batch_loss_and_last_token_values():
+    from rlhf.algo.losses import ranking_batch_loss
+    from rlhf.algo.rewards import last_token_values
+
+    # prompt 0: K = 3 ranked [1, 2, 3] with rewards [2, 1, 0]; prompt 1: K = 2 (third slot empty), wrong order
+    rewards = T([[2.0, 1.0, 0.0], [0.0, 1.0, 5.0]])
+    ranks = torch.tensor([[1, 2, 3], [1, 2, 0]])
+    loss, stats = ranking_batch_loss(rewards, ranks)
+    prompt0 = (2 * 0.313262 + 0.126928) / 3
+    prompt1 = 1.313262                                   # -log sigmoid(0 - 1)
+    close(loss, (prompt0 + prompt1) / 2)
+    close(stats["rm/accuracy"], 0.5)                     # (1 + 0) / 2 prompts
+    assert (stats["rm/correct_pairs"], stats["rm/pairs"]) == (3.0, 4)
+    values = T([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    close(last_token_values(values, torch.tensor([[1, 1, 0], [0, 1, 1]])), [2.0, 6.0])

@@ -1,0 +1,59 @@
+"""Reward-model training role: a scalar-head model under DeepSpeed ZeRO trained with InstructGPT's K-wise loss,
+one forward pass per response, all C(K,2) pairs of a prompt in one batch element."""
+from __future__ import annotations
+
+import torch
+
+from rlhf.algo.losses import ranking_batch_loss
+from rlhf.algo.rewards import last_token_values
+from rlhf.batches import RankingBatch, TokenBatch, flatten_rankings, unflatten_scores
+from rlhf.models import load_scalar_model
+
+from .trainable import TrainableWorker
+
+
+class RewardModelWorker(TrainableWorker):
+    def setup(self, model_path: str) -> None:
+        rm = self.cfg.rm
+        section = self.cfg.deepspeed.reward.model_copy(update={"micro_batch_size": rm.micro_batch_size})
+        self.build_engine(load_scalar_model(model_path, self.dtype), rm.lr, section, minibatch=rm.batch_size,
+                          warmup_steps=rm.warmup_steps)
+
+    def _scores(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        ids, mask = input_ids.to(self.device), attention_mask.to(self.device)
+        values = self.engine(input_ids=ids, attention_mask=mask).logits[..., 0].float()
+        return last_token_values(values, mask)
+
+    def _rewards(self, batch: RankingBatch) -> torch.Tensor:
+        ids, mask, valid = flatten_rankings(batch)
+        return unflatten_scores(self._scores(ids, mask), valid.to(self.device))
+
+    def train(self, batch: RankingBatch, plan: list) -> dict:
+        margin = self.cfg.rm.margin
+
+        def micro_loss(micro: RankingBatch, global_prompts: float, update: int, micro_index: int):
+            return ranking_batch_loss(self._rewards(micro), micro.ranks.to(self.device), margin, global_prompts)
+
+        return self.run_updates(batch, plan, micro_loss, count=len)
+
+    def validation_sums(self, batch: RankingBatch) -> dict:
+        """Sums over this rank's prompts: loss, prompt-mean accuracy, correct pairs, pairs."""
+        self.engine.eval()
+        shard = batch.shard(self.rank, self.world_size)
+        sums = {"rm/loss": 0.0, "rm/accuracy": 0.0, "rm/correct_pairs": 0.0, "rm/pairs": 0.0}
+        with torch.no_grad():
+            for start in range(0, len(shard), self.micro_batch_size):
+                micro = shard.select(slice(start, start + self.micro_batch_size))
+                _, stats = ranking_batch_loss(self._rewards(micro), micro.ranks.to(self.device), self.cfg.rm.margin, 1)
+                for key in sums:
+                    sums[key] += float(stats[key])
+        return sums
+
+    def scores(self, batch: TokenBatch) -> torch.Tensor:
+        """Raw scores of this rank's shard of complete sequences (for bias normalization)."""
+        self.engine.eval()
+        shard = batch.shard(self.rank, self.world_size)
+        with torch.no_grad():
+            return torch.cat([self._scores(shard.input_ids[i:i + self.micro_batch_size],
+                                           shard.attention_mask[i:i + self.micro_batch_size]).cpu()
+                              for i in range(0, len(shard), self.micro_batch_size)])
