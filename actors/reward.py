@@ -5,7 +5,7 @@ import torch
 
 from rlhf.algo.rewards import last_token_values
 from rlhf.experience import Experience
-from rlhf.models import load_reward_normalization, load_scalar_model, load_tokenizer
+from rlhf.models import load_reward_normalization, load_scalar_model, load_tokenizer, resolve_model_path
 from rlhf.reward_function import call_reward_function, load_reward_function
 
 from .frozen import FrozenWorker
@@ -19,10 +19,11 @@ class RewardWorker(FrozenWorker):
             self.function = load_reward_function(spec.function)
             return
         self.function = None
-        self.tokenizer = load_tokenizer(spec.model)
+        path = resolve_model_path(spec.model, self.cfg.model.cache_dir)
+        self.tokenizer = load_tokenizer(path)
         self.same_vocab = self.tokenizer.get_vocab() == self.policy_tokenizer.get_vocab()
-        self.shift, self.scale = load_reward_normalization(spec.model)   # bias normalization saved by `rlhf rm`
-        self.wrap(load_scalar_model(spec.model, self.dtype))
+        self.shift, self.scale = load_reward_normalization(path)   # bias normalization saved by `rlhf rm`
+        self.wrap(load_scalar_model(path, self.dtype))
 
     def texts(self, exp: Experience) -> tuple[list[str], list[str]]:
         decode = lambda ids: self.policy_tokenizer.batch_decode(ids, skip_special_tokens=True)

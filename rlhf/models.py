@@ -84,9 +84,9 @@ def make_tiny_model(folder: str | Path, num_layers: int = 2, hidden_size: int = 
 
 
 def resolve_model_path(name: str, cache_dir: str, tiny=None) -> str:
-    """'tiny' -> the cached tiny model folder (made on first use); anything else is returned unchanged."""
+    """'tiny' -> the cached tiny model folder (made on first use); a local path with ~ expanded; else unchanged."""
     if name != "tiny":
-        return name
+        return os.path.expanduser(name)
     shape = (tiny.num_layers, tiny.hidden_size, tiny.num_heads) if tiny else (2, 64, 4)
     folder = Path(cache_dir).expanduser() / "tiny-llama-{}x{}h{}".format(*shape)
     if not (folder / "config.json").exists():

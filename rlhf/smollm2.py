@@ -30,8 +30,12 @@ def prepare_smollm2(output: str | None = None) -> Path:
         return target
     quiet_transformers()
     folder = gguf_location()
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_NAME)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF_NAME)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_NAME)
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF_NAME)
+    except (ImportError, ValueError) as error:
+        raise ModelLoadError(f"cannot read {folder / GGUF_NAME}: {str(error).splitlines()[0]} "
+                             f"(pip install -e '.[smollm2]')") from None
     if getattr(model, "hf_quantizer", None) is not None:
         model.hf_quantizer.remove_quantization_config(model)   # else save_pretrained refuses ("quantized with gguf")
 

@@ -14,7 +14,8 @@ from actors.weight_sync import sync_policy_to_rollout
 from rlhf.config import RoleResources
 from rlhf.data.prompts import left_pad
 from rlhf.generation import HFGenerateEngine, SamplingParams
-from rlhf.models import load_causal_lm, load_scalar_model, load_tokenizer, make_tiny_model
+from rlhf.models import (load_causal_lm, load_scalar_model, load_tokenizer, make_tiny_model,
+                         save_reward_normalization)
 from tests.conftest import small_config
 
 
@@ -123,6 +124,16 @@ def test_scalar_head_reward_model_scores_last_token(ray_cluster, tmp_path, model
         real = exp.attention_mask[row].bool()
         expected = rm(input_ids=exp.sequences[row][real].unsqueeze(0)).logits[0, -1, 0]
         assert scores.shape == (8,) and scores[row].item() == pytest.approx(expected.item(), abs=1e-5)
+    finally:
+        workers.shutdown()
+        remove_groups({"reward": placement})
+    # bias normalization saved with the model is applied wherever it scores
+    save_reward_normalization(reward_dir, shift=2.0, scale=4.0, reference="test")
+    workers, placement = group(RewardWorker, "reward", cfg, 1, distributed=False)
+    try:
+        workers.run("setup", path)
+        normalized = torch.cat(workers.run("scores", exp))
+        assert torch.allclose(normalized, (scores - 2.0) / 4.0, atol=1e-5)
     finally:
         workers.shutdown()
         remove_groups({"reward": placement})

@@ -1,0 +1,57 @@
+"""The InstructGPT pipeline end to end on the bundled toy task: SFT -> RM -> PPO, stopped during PPO and resumed
+at that stage; PPO beats SFT on the hidden ground truth. And SFT choosing its checkpoint by sampled reward."""
+import json
+
+import pytest
+
+from launch.pipeline import run_pipeline
+from launch.runlog import read_metrics
+from launch.sft import run_sft
+from rlhf.config import build_config, bundled_default
+
+pytestmark = pytest.mark.slow
+
+
+def pipeline_config(tmp_path, model_cache, **ppo_run):
+    tree = bundled_default("pipeline")
+    tree["run"].update(output_dir=str(tmp_path), name="pipe", **ppo_run)
+    tree["model"]["cache_dir"] = model_cache
+    tree["logging"] = {"wandb_mode": "disabled", "progress_bar": False}
+    tree["pipeline"]["eval_samples"] = 96
+    return build_config(tree, "test")
+
+
+def test_pipeline_ppo_beats_sft_and_resumes_at_the_stopped_stage(tmp_path, model_cache, ray_cluster, capsys):
+    first = run_pipeline(pipeline_config(tmp_path, model_cache, num_steps=50))
+    root = tmp_path / "pipe"
+    assert first["ground_truth_sft"] > first["ground_truth_base"] + 0.3          # SFT learned from demonstrations
+    assert first["rm_heldout_accuracy"] > 0.85
+    normalization = json.loads((root / "rm" / "final_hf" / "reward_normalization.json").read_text())
+    assert normalization["scale"] == 1.0 and normalization["shift"] != 0.0
+
+    # the pipeline "stopped" during PPO: its last checkpoint is step 50 and the stage is not marked done
+    (root / "ppo" / "stage_done.json").unlink()
+    sft_mtime = (root / "sft" / "best_hf" / "model.safetensors").stat().st_mtime
+    report = run_pipeline(pipeline_config(tmp_path, model_cache, num_steps=100), resume=True)
+    out = capsys.readouterr().out
+    assert "stage sft already done" in out and "stage rm already done" in out
+    assert (root / "sft" / "best_hf" / "model.safetensors").stat().st_mtime == sft_mtime
+    steps = [row["step"] for row in read_metrics(root / "ppo")]
+    assert steps == list(range(1, 101))
+
+    assert report["ground_truth_ppo"] > report["ground_truth_sft"] + 0.1, report
+    assert report["kl_ppo_to_sft"] > 0
+    assert "ground truth, PPO policy" in out and json.loads((root / "report.json").read_text()) == report
+
+
+def test_sft_selects_checkpoint_by_sampled_reward(tmp_path, model_cache, ray_cluster):
+    tree = bundled_default("pipeline")
+    tree["run"].update(output_dir=str(tmp_path), name="sft")
+    tree["model"]["cache_dir"] = model_cache
+    tree["logging"] = {"wandb_mode": "disabled", "progress_bar": False}
+    tree["sft"].update(select_by="reward", epochs=0.5, eval_every=10)
+    run_dir = run_sft(build_config(tree, "test"))
+    rows = [row for row in read_metrics(run_dir) if "sft/val_reward" in row]
+    assert len(rows) >= 2 and all("sft/val_loss" in row for row in rows)
+    assert rows[-1]["sft/best_selection_metric"] == max(row["sft/val_reward"] for row in rows)
+    assert (run_dir / "best_hf" / "config.json").exists() and (run_dir / "final_hf" / "config.json").exists()
