@@ -39,9 +39,14 @@ class RMTrainer(SupervisedTrainer):
             raise DataError(f"{cfg.rm.data}: {len(self.train_rows)} training prompts, fewer than rm.batch_size "
                             f"{cfg.rm.batch_size}")
         self.steps_per_epoch = len(self.train_rows) // cfg.rm.batch_size
-        reference = cfg.rm.reference_data or cfg.sft.data
-        self.reference = (tokenize_demonstrations(load_rows(reference, "demonstrations"), cfg.sft, self.tokenizer,
-                                                  reference) if cfg.rm.normalize != "none" else None)
+        self.reference = self.load_reference() if cfg.rm.normalize != "none" else None
+
+    def load_reference(self):
+        """Up to rm.reference_samples demonstrations (seeded choice) that define the bias normalization."""
+        source = self.cfg.rm.reference_data or self.cfg.sft.data
+        samples = tokenize_demonstrations(load_rows(source, "demonstrations"), self.cfg.sft, self.tokenizer, source)
+        keep, _ = split_rows(len(samples), 0.0, self.cfg.run.seed + 1)
+        return [samples[i] for i in keep[:self.cfg.rm.reference_samples]]
 
     def batch(self, step: int):
         epoch, index = divmod(step, self.steps_per_epoch)

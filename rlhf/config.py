@@ -298,6 +298,8 @@ class RMConfig(Section):
     """Bias normalization after training: shift (and scale) scores so the reference set has mean 0 (std 1)."""
     reference_data: Optional[str] = None
     """Demonstrations that define the normalization (None: sft.data)."""
+    reference_samples: int = Field(512, ge=1)
+    """At most this many reference demonstrations are scored for the normalization (seeded choice)."""
     base: Optional[str] = None
     """Model the reward model starts from (None: model.policy; the pipeline uses the SFT model)."""
 
