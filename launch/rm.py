@@ -13,6 +13,7 @@ import torch
 from actors.reward_trainer import RewardModelWorker
 from actors.roles import gather
 from rlhf.algo.ppo import step_seed
+from rlhf.algo.rewards import bias_normalization
 from rlhf.batches import collate_rankings, collate_sft
 from rlhf.data.comparisons import tokenize_comparisons
 from rlhf.data.demonstrations import load_rows, tokenize_demonstrations
@@ -73,10 +74,7 @@ class RMTrainer(SupervisedTrainer):
         folder = self.run_dir / "final_hf"
         shift, scale = 0.0, 1.0
         if self.reference is not None:
-            scores = self.reference_scores()
-            shift = scores.mean().item()
-            if self.cfg.rm.normalize == "shift_scale":
-                scale = max(scores.std().item(), 1e-6)
+            shift, scale = bias_normalization(self.reference_scores(), self.cfg.rm.normalize)
         gather(self.group.call("export_hf", str(folder), self.tokenizer_path))
         save_reward_normalization(folder, shift, scale, self.cfg.rm.reference_data or self.cfg.sft.data)
 

@@ -52,3 +52,13 @@ def last_token_values(values: torch.Tensor, attention_mask: torch.Tensor) -> tor
     positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
     last = (attention_mask * positions).argmax(dim=1)
     return values[torch.arange(values.shape[0], device=values.device), last]
+
+
+def bias_normalization(reference_scores: torch.Tensor, mode: str) -> tuple[float, float]:
+    """(shift, scale) so the reference set scores mean 0 ('shift') and also std 1 ('shift_scale'); InstructGPT
+    normalized its reward model so labeler demonstrations score 0 on average. Applied as (s - shift) / scale."""
+    if mode == "none":
+        return 0.0, 1.0
+    shift = reference_scores.float().mean().item()
+    scale = max(reference_scores.float().std().item(), 1e-6) if mode == "shift_scale" else 1.0
+    return shift, scale

@@ -162,3 +162,12 @@ def test_ranking_batch_loss_and_last_token_values():
     assert (stats["rm/correct_pairs"], stats["rm/pairs"]) == (3.0, 4)
     values = T([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
     close(last_token_values(values, torch.tensor([[1, 1, 0], [0, 1, 1]])), [2.0, 6.0])
+
+
+def test_bias_normalization():
+    from rlhf.algo.rewards import bias_normalization
+
+    assert bias_normalization(T([1.0, 3.0]), "none") == (0.0, 1.0)
+    assert bias_normalization(T([1.0, 3.0]), "shift") == (2.0, 1.0)
+    shift, scale = bias_normalization(T([1.0, 3.0]), "shift_scale")
+    close([shift, scale], [2.0, math.sqrt(2.0)])   # unbiased std of [1, 3]
