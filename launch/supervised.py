@@ -8,6 +8,8 @@ import shutil
 import time
 from pathlib import Path
 
+import torch
+
 from actors.group import ActorGroup
 from actors.placement import create_placement_groups, remove_groups
 from actors.roles import gather
@@ -69,10 +71,8 @@ class SupervisedTrainer:
         start = time.perf_counter()
         # 1. the step's batch (seeded order per epoch), 2. one optimizer step on all actors
         batch = self.batch(self.step - 1)
-        import torch
-
         stats = reduce_train_stats(gather(self.group.call("train", batch, [torch.arange(len(batch))])), self.prefix)
-        stats[f"time/train"] = time.perf_counter() - start
+        stats["time/train"] = time.perf_counter() - start
         # 3. validation every N steps and at the end; the best model so far is exported
         if self.step % self.section.eval_every == 0 or self.step == self.total_steps:
             metrics, value = self.validate()
