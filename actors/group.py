@@ -7,13 +7,16 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 
 class ActorGroup:
-    def __init__(self, worker_cls, role: str, resources, placement, config: dict, distributed: bool):
+    def __init__(self, worker_cls, role: str, resources, placement, config: dict, distributed: bool,
+                 connect: bool = True):
+        """`connect=False` leaves the torch.distributed rendezvous to `connect_groups`, so that several groups
+        start their processes at the same time."""
         self.role, self.worker_cls, self.resources = role, worker_cls, resources
         self.placement, self.config, self.distributed = placement, config, distributed
         self.actors: list = []
-        self.start()
+        self.start(connect)
 
-    def start(self) -> None:
+    def start(self, connect: bool = True) -> None:
         """Create the workers (and their torch.distributed group when the role needs one)."""
         count = self.resources.num_actors
         threads = max(1, int(self.resources.num_cpus))
@@ -25,9 +28,8 @@ class ActorGroup:
             ).remote(self.config, self.role, i, count, threads)
             for i in range(count)
         ]
-        if self.distributed:
-            host, port = ray.get(self.actors[0].address.remote())
-            ray.get([actor.init_distributed.remote(host, port) for actor in self.actors])
+        if connect:
+            connect_groups([self])
 
     def call(self, method: str, *args, **kwargs) -> list:
         """Invoke `method` on every worker with the same arguments; returns the futures in rank order."""
@@ -49,3 +51,11 @@ class ActorGroup:
 
     def __len__(self) -> int:
         return len(self.actors)
+
+
+def connect_groups(groups: list[ActorGroup]) -> None:
+    """Form the torch.distributed group of every role that needs one, all roles at once."""
+    distributed = [g for g in groups if g.distributed]
+    addresses = ray.get([g.actors[0].address.remote() for g in distributed])
+    ray.get([actor.init_distributed.remote(host, port)
+             for g, (host, port) in zip(distributed, addresses) for actor in g.actors])

@@ -11,7 +11,7 @@ from ray.exceptions import RayTaskError
 from rlhf.experience import Experience, concat_column
 from rlhf.generation import SamplingParams
 
-from .group import ActorGroup
+from .group import ActorGroup, connect_groups
 from .placement import create_placement_groups, remove_groups
 from .policy import PolicyWorker
 from .reference import ReferenceWorker
@@ -55,12 +55,13 @@ class RoleSet:
         config = cfg.model_dump(mode="json")
         frozen_distributed = cfg.deepspeed.frozen_zero_stage == 3
         make = lambda cls, role, distributed: ActorGroup(cls, role, getattr(cfg.actors, role),
-                                                        self.placements[role], config, distributed)
+                                                        self.placements[role], config, distributed, connect=False)
         self.policy = make(PolicyWorker, "policy", True)
         self.value = make(ValueWorker, "value", True) if cfg.uses_critic else None
         self.reference = make(ReferenceWorker, "reference", frozen_distributed)
         self.reward = make(RewardWorker, "reward", frozen_distributed and cfg.reward.model is not None)
         self.rollout = make(RolloutWorker, "rollout", False)
+        connect_groups(list(self.groups().values()))
         setups = (self.policy.call("setup", paths.policy) + self.reference.call("setup", paths.reference)
                   + self.reward.call("setup", paths.tokenizer) + self.rollout.call("setup", paths.policy, paths.tokenizer))
         if self.value is not None:

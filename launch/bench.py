@@ -40,14 +40,13 @@ def bench_config(cfg, steps: int, explicit_overrides: list[str] | None):
     tree = _merge(cfg.model_dump(mode="json"), WORKLOAD)
     tree = _merge(tree, parse_overrides(explicit_overrides or []))
     tree["run"].update(num_steps=steps + 1, output_dir=tempfile.mkdtemp(prefix="rlhf-bench-"), name="bench")
-    tree["checkpoint"]["every"] = 0
+    tree["checkpoint"].update(every=0, save_at_end=False)   # a benchmark measures steps, not checkpoint I/O
     return build_config(tree, "bench")
 
 
 def run_bench(cfg, steps: int = 4, explicit_overrides: list[str] | None = None) -> dict:
     cfg = bench_config(cfg, steps, explicit_overrides)
     trainer = PPOTrainer(cfg)
-    trainer.save = lambda: None          # a benchmark measures steps, not checkpoint I/O
     trainer.run()
     rows = read_metrics(trainer.run_dir)[1:]           # the first step is warm-up
     median = lambda key: statistics.median(row[key] for row in rows)

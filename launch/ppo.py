@@ -153,7 +153,8 @@ class PPOTrainer:
         stats.update(timings)
         stats.update(self.throughput(experience, timings))
         self.log.log(self.step, stats, self.samples(experience))
-        if self.step == cfg.run.num_steps or (cfg.checkpoint.every and self.step % cfg.checkpoint.every == 0):
+        at_end = self.step == cfg.run.num_steps and cfg.checkpoint.save_at_end
+        if at_end or (cfg.checkpoint.every and self.step % cfg.checkpoint.every == 0):
             self.save()
 
     # ---- helpers ---------------------------------------------------------------------------------------------

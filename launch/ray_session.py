@@ -28,9 +28,12 @@ def ray_session(cfg):
         cpus, gpus = resources_needed(cfg)
         import torch
 
+        env = {"TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
+        if not torch.cuda.is_available():
+            env["DS_ACCELERATOR"] = "cpu"     # say it, so DeepSpeed does not warn in every actor
         ray.init(num_cpus=max(int(cpus + 0.999), os.cpu_count() or 1),
                  num_gpus=torch.cuda.device_count() if gpus else 0, include_dashboard=False,
-                 runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}})
+                 runtime_env={"env_vars": env})
     try:
         yield
     finally:

@@ -86,7 +86,8 @@ class SupervisedTrainer:
         stats["time/step"] = time.perf_counter() - start
         self.log.log(self.step, stats)
         # 4. checkpoint every N steps and at the end
-        if self.step == self.total_steps or (self.cfg.checkpoint.every and self.step % self.cfg.checkpoint.every == 0):
+        at_end = self.step == self.total_steps and self.cfg.checkpoint.save_at_end
+        if at_end or (self.cfg.checkpoint.every and self.step % self.cfg.checkpoint.every == 0):
             folder = self.checkpoints.begin(self.step)
             gather(self.group.call("save_checkpoint", f"{folder}/{self.role}"))
             self.checkpoints.commit(folder, self.step, {"step": self.step, "best": self.best})

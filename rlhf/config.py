@@ -225,6 +225,8 @@ class CheckpointConfig(Section):
     """Checkpoint every N steps (0: only at the end)."""
     keep_last: int = Field(2, ge=1)
     """Checkpoints kept; older ones are deleted after a new one is complete."""
+    save_at_end: bool = True
+    """Also checkpoint after the last step (off for benchmarks and throwaway runs)."""
     export_hf: bool = True
     """Export the final policy in Hugging Face format (save_pretrained + tokenizer) to `<run>/policy_hf`."""
 
