@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rlhf.config import Config, ConfigError, load_config
+from rlhf.config import ConfigError, load_config
 from rlhf.data.loading import DataError
 from rlhf.models import ModelLoadError
 from rlhf.reward_function import RewardFunctionError

@@ -3,7 +3,6 @@ with every failure turned into one line naming the function and what was expecte
 from __future__ import annotations
 
 import importlib
-import math
 
 import torch
 
