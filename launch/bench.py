@@ -35,10 +35,10 @@ def matmul_peak_gflops(size: int = 1024, repeats: int = 5) -> float:
 
 
 def bench_config(cfg, steps: int, explicit_overrides: list[str] | None):
-    from rlhf.config import _merge, build_config, parse_overrides
+    from rlhf.config import merge_trees, build_config, parse_overrides
 
-    tree = _merge(cfg.model_dump(mode="json"), WORKLOAD)
-    tree = _merge(tree, parse_overrides(explicit_overrides or []))
+    tree = merge_trees(cfg.model_dump(mode="json"), WORKLOAD)
+    tree = merge_trees(tree, parse_overrides(explicit_overrides or []))
     tree["run"].update(num_steps=steps + 1, output_dir=tempfile.mkdtemp(prefix="rlhf-bench-"), name="bench")
     tree["checkpoint"].update(every=0, save_at_end=False)   # a benchmark measures steps, not checkpoint I/O
     return build_config(tree, "bench")

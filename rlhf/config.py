@@ -440,10 +440,11 @@ def parse_overrides(args: list[str]) -> dict:
     return tree
 
 
-def _merge(base: dict, extra: dict) -> dict:
+def merge_trees(base: dict, extra: dict) -> dict:
+    """`extra` over `base`, recursively for nested sections."""
     out = dict(base)
     for key, value in extra.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        out[key] = merge_trees(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
     return out
 
 
@@ -484,9 +485,9 @@ def load_config(path: Optional[str] = None, overrides: Optional[list[str]] = Non
             raise ConfigError(f"config error: {path}{where}: invalid YAML") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"config error: {path}: expected a mapping of sections at the top level")
-        tree, source = _merge(tree, loaded), path
+        tree, source = merge_trees(tree, loaded), path
     if overrides:
-        tree = _merge(tree, parse_overrides(overrides))
+        tree = merge_trees(tree, parse_overrides(overrides))
         source = f"{source} + command line"
     return build_config(tree, source)
 
