@@ -57,6 +57,20 @@ class RoleWorker:
                                    init_method=f"tcp://{master_addr}:{master_port}",
                                    rank=self.rank, world_size=self.world_size)
 
+    def micro_batches(self, batch, size: int):
+        """This rank's contiguous shard of `batch` (anything with `shard`/`select`), in chunks of `size` rows.
+
+        Every rank walks the same number of chunks, as ZeRO-3's collective parameter gathers require.
+        """
+        shard = batch.shard(self.rank, self.world_size)
+        for start in range(0, len(shard), size):
+            yield shard.select(slice(start, start + size))
+
+    def map_shard(self, batch, size: int, fn) -> torch.Tensor:
+        """`fn` on each chunk of this rank's shard without gradients; outputs concatenated (float, on CPU)."""
+        with torch.no_grad():
+            return torch.cat([fn(chunk).float().cpu() for chunk in self.micro_batches(batch, size)])
+
     def peak_memory_mb(self) -> dict:
         stats = {"host_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
         if self.device.type == "cuda":

@@ -27,8 +27,4 @@ class FrozenWorker(RoleWorker):
                           position_ids=exp.position_ids.to(self.device))
 
     def forward_shard(self, exp: Experience, fn) -> torch.Tensor:
-        """`fn` over this rank's shard in fixed-size chunks (equal counts on all ranks, as ZeRO-3 requires)."""
-        shard = exp.shard(self.rank, self.world_size)
-        with torch.no_grad():
-            return torch.cat([fn(shard.select(slice(i, i + FORWARD_BATCH))).float().cpu()
-                              for i in range(0, len(shard), FORWARD_BATCH)])
+        return self.map_shard(exp, FORWARD_BATCH, fn)

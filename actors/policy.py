@@ -23,7 +23,6 @@ class PolicyWorker(TrainableWorker):
 
     def logprobs(self, exp: Experience) -> torch.Tensor:
         """log pi(a_t) of the sampled tokens of this rank's shard (logits / temperature)."""
-        self.engine.eval()
         return self.forward_batches(
             exp, lambda micro: logprobs_from_logits(self._logits(micro), micro.responses.to(self.device), self.temperature))
 

@@ -39,11 +39,9 @@ class RewardModelWorker(TrainableWorker):
     def validation_sums(self, batch: RankingBatch) -> dict:
         """Sums over this rank's prompts: loss, prompt-mean accuracy, correct pairs, pairs."""
         self.engine.eval()
-        shard = batch.shard(self.rank, self.world_size)
         sums = {"rm/loss": 0.0, "rm/accuracy": 0.0, "rm/correct_pairs": 0.0, "rm/pairs": 0.0}
         with torch.no_grad():
-            for start in range(0, len(shard), self.micro_batch_size):
-                micro = shard.select(slice(start, start + self.micro_batch_size))
+            for micro in self.micro_batches(batch, self.micro_batch_size):
                 _, stats = ranking_batch_loss(self._rewards(micro), micro.ranks.to(self.device), self.cfg.rm.margin, 1)
                 for key in sums:
                     sums[key] += float(stats[key])
@@ -51,9 +49,4 @@ class RewardModelWorker(TrainableWorker):
 
     def scores(self, batch: TokenBatch) -> torch.Tensor:
         """Raw scores of this rank's shard of complete sequences (for bias normalization)."""
-        self.engine.eval()
-        shard = batch.shard(self.rank, self.world_size)
-        with torch.no_grad():
-            return torch.cat([self._scores(shard.input_ids[i:i + self.micro_batch_size],
-                                           shard.attention_mask[i:i + self.micro_batch_size]).cpu()
-                              for i in range(0, len(shard), self.micro_batch_size)])
+        return self.forward_batches(batch, lambda micro: self._scores(micro.input_ids, micro.attention_mask))

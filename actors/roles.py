@@ -8,7 +8,9 @@ from dataclasses import dataclass
 import ray
 from ray.exceptions import RayTaskError
 
-from rlhf.experience import Experience, concat_column
+import torch
+
+from rlhf.experience import Experience
 from rlhf.generation import SamplingParams
 
 from .group import ActorGroup, connect_groups
@@ -92,7 +94,7 @@ class RoleSet:
         columns, start = {}, 0
         for name in names:
             count = len(futures[name])
-            columns[name] = concat_column(results[start:start + count])
+            columns[name] = torch.cat(results[start:start + count])   # shards in rank order
             start += count
         return exp.replace(**columns)
 

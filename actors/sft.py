@@ -1,7 +1,6 @@
 """The SFT role: a causal LM under DeepSpeed ZeRO trained with next-token loss on response tokens only."""
 from __future__ import annotations
 
-import torch
 
 from rlhf.algo.losses import lm_loss
 from rlhf.batches import TokenBatch
@@ -35,10 +34,5 @@ class SFTWorker(TrainableWorker):
 
     def validation_sums(self, batch: TokenBatch) -> tuple[float, float]:
         """(sum of token NLL, token count) over this rank's shard: the driver adds ranks and divides."""
-        self.engine.eval()
-        total = torch.zeros(())
-        with torch.no_grad():
-            for start in range(0, len(batch.shard(self.rank, self.world_size)), self.micro_batch_size):
-                micro = batch.shard(self.rank, self.world_size).select(slice(start, start + self.micro_batch_size))
-                total += self._loss(micro, 1.0).float().cpu()
-        return total.item(), target_tokens(batch.shard(self.rank, self.world_size))
+        nll = self.forward_batches(batch, lambda micro: self._loss(micro, 1.0).reshape(1))
+        return nll.sum().item(), target_tokens(batch.shard(self.rank, self.world_size))

@@ -41,13 +41,9 @@ class TrainableWorker(RoleWorker):
     # ---- forward -------------------------------------------------------------------------------------------
 
     def forward_batches(self, exp, fn) -> torch.Tensor:
-        """Apply `fn(micro_experience)` to this rank's shard in micro-batches, without gradients; concatenated."""
-        shard = exp.shard(self.rank, self.world_size)
-        outputs = []
-        with torch.no_grad():
-            for start in range(0, len(shard), self.micro_batch_size):
-                outputs.append(fn(shard.select(slice(start, start + self.micro_batch_size))).float().cpu())
-        return torch.cat(outputs)
+        """`fn` on this rank's shard in micro-batches, without gradients (eval mode); concatenated."""
+        self.engine.eval()
+        return self.map_shard(exp, self.micro_batch_size, fn)
 
     def model_outputs(self, exp: Experience):
         return self.engine(input_ids=exp.sequences.to(self.device), attention_mask=exp.attention_mask.to(self.device),

@@ -21,7 +21,6 @@ class ValueWorker(TrainableWorker):
         return response_slice(out, exp.prompt_length, exp.response_length).float()
 
     def values(self, exp: Experience) -> torch.Tensor:
-        self.engine.eval()
         return self.forward_batches(exp, self._values)
 
     def train(self, exp: Experience, plan: list) -> dict:

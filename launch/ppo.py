@@ -10,7 +10,6 @@
 """
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ from rlhf.models import load_tokenizer, resolve_model_path
 from rlhf.reward_function import load_reward_function
 
 from .ray_session import ray_session
-from .runlog import RunLog
+from .runlog import RunLog, cleaned_up_if_never_started
 
 
 @dataclass
@@ -86,8 +85,7 @@ class PPOTrainer:
     # ---- the story -------------------------------------------------------------------------------------------
 
     def run(self) -> Path:
-        fresh = not self.run_dir.exists()
-        with ray_session(self.cfg):
+        with cleaned_up_if_never_started(self.run_dir), ray_session(self.cfg):
             self.roles = RoleSet(self.cfg, self.paths)
             try:
                 if self.resume:
@@ -101,10 +99,6 @@ class PPOTrainer:
                     self.peak_memory = self.roles.peak_memory()
                 finally:
                     self.log.close()
-            except BaseException:
-                if fresh and not (self.run_dir / "metrics.jsonl").exists():
-                    shutil.rmtree(self.run_dir, ignore_errors=True)   # a failed start leaves nothing behind
-                raise
             finally:
                 self.roles.shutdown()
         return self.run_dir

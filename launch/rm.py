@@ -8,6 +8,8 @@
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from actors.reward_trainer import RewardModelWorker
@@ -49,10 +51,14 @@ class RMTrainer(SupervisedTrainer):
         keep, _ = split_rows(len(samples), 0.0, self.cfg.run.seed + 1)
         return [samples[i] for i in keep[:self.cfg.rm.reference_samples]]
 
+    @functools.lru_cache(maxsize=1)
+    def epoch_order(self, epoch: int) -> list[int]:
+        generator = torch.Generator().manual_seed(step_seed(self.cfg.run.seed, epoch, 4))
+        return torch.randperm(len(self.train_rows), generator=generator).tolist()
+
     def batch(self, step: int):
         epoch, index = divmod(step, self.steps_per_epoch)
-        order = torch.randperm(len(self.train_rows), generator=torch.Generator().manual_seed(
-            step_seed(self.cfg.run.seed, epoch, 4))).tolist()
+        order = self.epoch_order(epoch)
         size = self.cfg.rm.batch_size
         rows = order[index * size:(index + 1) * size]
         return collate_rankings([self.groups[self.train_rows[i]] for i in rows], self.tokenizer.pad_token_id)

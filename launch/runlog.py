@@ -2,8 +2,10 @@
 `step` key), samples.jsonl, wandb (online / offline / disabled), and the console progress bar."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import uuid
 from pathlib import Path
 
@@ -89,6 +91,18 @@ class RunLog:
         self.progress.close()
         if self.wandb is not None:
             self.wandb.finish()
+
+
+@contextlib.contextmanager
+def cleaned_up_if_never_started(run_dir: Path):
+    """A run that fails before logging its first step leaves no run directory behind (if it made it)."""
+    fresh = not Path(run_dir).exists()
+    try:
+        yield
+    except BaseException:
+        if fresh and not (Path(run_dir) / "metrics.jsonl").exists():
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
 
 
 def read_metrics(run_dir: Path) -> list[dict]:

@@ -7,6 +7,8 @@
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from actors.evaluator import PolicyEvaluator
@@ -48,11 +50,16 @@ class SFTTrainer(SupervisedTrainer):
         self.steps_per_epoch = len(self.train_rows) // cfg.sft.batch_size
         self.evaluator = None
 
+    @functools.lru_cache(maxsize=1)
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        """The epoch's length-grouped batches of training rows (computed once per epoch)."""
+        lengths = [sum(map(len, self.samples[i])) for i in self.train_rows]
+        return length_grouped_order(lengths, self.cfg.sft.batch_size, step_seed(self.cfg.run.seed, epoch, 2))
+
     def batch(self, step: int):
         epoch, index = divmod(step, self.steps_per_epoch)
-        lengths = [sum(map(len, self.samples[i])) for i in self.train_rows]
-        order = length_grouped_order(lengths, self.cfg.sft.batch_size, step_seed(self.cfg.run.seed, epoch, 2))
-        return collate_sft([self.samples[self.train_rows[i]] for i in order[index]], self.tokenizer.pad_token_id)
+        rows = self.epoch_batches(epoch)[index]
+        return collate_sft([self.samples[self.train_rows[i]] for i in rows], self.tokenizer.pad_token_id)
 
     def validate(self):
         size = self.cfg.sft.batch_size

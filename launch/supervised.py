@@ -4,7 +4,6 @@ checkpoints and exact resume. Subclasses say what a batch is and what validation
 from __future__ import annotations
 
 import math
-import shutil
 import time
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from actors.trainable import reduce_train_stats
 from rlhf.checkpoint import CheckpointManager
 
 from .ray_session import ray_session
-from .runlog import RunLog
+from .runlog import RunLog, cleaned_up_if_never_started
 
 
 class SupervisedTrainer:
@@ -41,8 +40,7 @@ class SupervisedTrainer:
         return max(1, math.ceil(self.section.epochs * self.steps_per_epoch))
 
     def run(self) -> Path:
-        fresh = not self.run_dir.exists()
-        with ray_session(self.cfg):
+        with cleaned_up_if_never_started(self.run_dir), ray_session(self.cfg):
             placements = create_placement_groups(self.cfg.actors, [self.role])
             self.group = ActorGroup(self.worker_cls, self.role, getattr(self.cfg.actors, self.role),
                                     placements[self.role], self.cfg.model_dump(mode="json"), True)
@@ -57,10 +55,6 @@ class SupervisedTrainer:
                     self.on_finish()
                 finally:
                     self.log.close()
-            except BaseException:
-                if fresh and not (self.run_dir / "metrics.jsonl").exists():
-                    shutil.rmtree(self.run_dir, ignore_errors=True)
-                raise
             finally:
                 self.group.shutdown()
                 remove_groups(placements)

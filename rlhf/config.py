@@ -231,25 +231,23 @@ class CheckpointConfig(Section):
     """Export the final policy in Hugging Face format (save_pretrained + tokenizer) to `<run>/policy_hf`."""
 
 
-class SFTConfig(Section):
+class SupervisedStageConfig(Section):
+    """Fields shared by the supervised stages (SFT, reward model)."""
+
     data: str = "toy:repeat_digit"
-    """Demonstrations: file, folder, hub name or 'toy:<task>'; rows are prompt/response pairs or chat messages."""
+    """The stage's data: a file, folder, hub name or 'toy:<task>' (row forms: see the stage's keys)."""
     prompt_key: str = "prompt"
-    """Column of the prompt (prompt/response rows)."""
-    response_key: str = "response"
-    """Column of the demonstrated response."""
-    messages_key: str = "messages"
-    """Column of a chat (list of {role, content}); the last assistant message is the response."""
+    """Column of the prompt."""
     apply_chat_template: bool = False
-    """Format prompt/response rows with the tokenizer's chat template."""
+    """Format prompts with the tokenizer's chat template."""
     max_length: int = Field(64, ge=4)
     """Longest prompt + response in tokens; longer responses are cut (the prompt must fit)."""
     validation_fraction: float = Field(0.05, ge=0, lt=1)
     """Share of rows held out for validation."""
     batch_size: int = Field(32, ge=1)
-    """Sequences per optimizer step (global, split across the policy actors)."""
+    """Rows per optimizer step (global, split across the stage's actors)."""
     micro_batch_size: int = Field(16, ge=1)
-    """Sequences per forward/backward on one actor."""
+    """Rows per forward/backward on one actor."""
     epochs: float = Field(2.0, gt=0)
     """Passes over the training rows."""
     lr: float = Field(1e-5, gt=0)
@@ -257,17 +255,24 @@ class SFTConfig(Section):
     warmup_steps: int = Field(10, ge=0)
     """Linear warmup steps."""
     eval_every: int = Field(50, ge=1)
-    """Steps between validations (and at the end); the best checkpoint is exported to <run>/best_hf."""
+    """Steps between validations (and at the end)."""
+
+
+class SFTConfig(SupervisedStageConfig):
+    """Demonstrations: rows of prompt/response pairs or chat messages; the best checkpoint goes to <run>/best_hf."""
+
+    response_key: str = "response"
+    """Column of the demonstrated response."""
+    messages_key: str = "messages"
+    """Column of a chat (list of {role, content}); the last assistant message is the response."""
     select_by: Literal["val_loss", "reward"] = "val_loss"
     """Metric that picks the best checkpoint: validation loss, or the mean reward (reward.function / reward.model)
     of responses sampled on validation prompts, as InstructGPT chose SFT checkpoints."""
 
 
-class RMConfig(Section):
-    data: str = "toy:repeat_digit"
+class RMConfig(SupervisedStageConfig):
     """Comparisons: rows of prompt + chosen/rejected, or prompt + responses (K) + ranks (1 = best; ties dropped)."""
-    prompt_key: str = "prompt"
-    """Column of the prompt."""
+
     chosen_key: str = "chosen"
     """Column of the preferred response (pair rows)."""
     rejected_key: str = "rejected"
@@ -276,10 +281,6 @@ class RMConfig(Section):
     """Column of the K responses (ranking rows)."""
     ranks_key: str = "ranks"
     """Column of the K ranks (1 = best); absent means `responses` is already ordered best first."""
-    apply_chat_template: bool = False
-    """Format prompts with the tokenizer's chat template."""
-    max_length: int = Field(64, ge=4)
-    """Longest prompt + response in tokens; longer responses are cut."""
     validation_fraction: float = Field(0.1, ge=0, lt=1)
     """Share of prompts held out for validation accuracy."""
     batch_size: int = Field(16, ge=1)
@@ -288,14 +289,8 @@ class RMConfig(Section):
     """Prompts per forward/backward on one actor."""
     epochs: float = Field(1.0, gt=0)
     """Passes over the training prompts (InstructGPT: one epoch, to avoid overfitting)."""
-    lr: float = Field(1e-5, gt=0)
-    """Learning rate."""
-    warmup_steps: int = Field(10, ge=0)
-    """Linear warmup steps."""
     margin: float = 0.0
     """Margin m in -log sigmoid(r_w - r_l - m)."""
-    eval_every: int = Field(50, ge=1)
-    """Steps between validations (and at the end)."""
     normalize: Literal["none", "shift", "shift_scale"] = "shift"
     """Bias normalization after training: shift (and scale) scores so the reference set has mean 0 (std 1)."""
     reference_data: Optional[str] = None

@@ -78,7 +78,3 @@ class Experience:
             values[name] = None if tensors[0] is None else torch.cat(tensors)
         return Experience(prompt_length=first.prompt_length, **values)
 
-
-def concat_column(parts: list[torch.Tensor]) -> torch.Tensor:
-    """Per-shard outputs of a role (in rank order) back into one batch column."""
-    return torch.cat(parts)
