@@ -10,6 +10,8 @@ import torch
 
 from rlhf.config import Config
 from rlhf.models import torch_dtype
+from rlhf.seeding import derive_seed
+from rlhf.sharding import chunks, shard
 
 
 def distributed_backend() -> str:
@@ -24,7 +26,7 @@ class RoleWorker:
         self.cfg = Config.model_validate(config)
         self.role, self.rank, self.world_size = role, rank, world_size
         # same seed on every rank and layout: a freshly initialised head (value model) is identical everywhere
-        torch.manual_seed(self.cfg.run.seed)
+        torch.manual_seed(derive_seed(self.cfg.run.seed, "model_init"))
         torch.set_num_threads(num_threads)
         os.environ["OMP_NUM_THREADS"] = str(num_threads)
         self.device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
@@ -62,9 +64,7 @@ class RoleWorker:
 
         Every rank walks the same number of chunks, as ZeRO-3's collective parameter gathers require.
         """
-        shard = batch.shard(self.rank, self.world_size)
-        for start in range(0, len(shard), size):
-            yield shard.select(slice(start, start + size))
+        yield from chunks(shard(batch, self.rank, self.world_size), size)
 
     def map_shard(self, batch, size: int, fn) -> torch.Tensor:
         """`fn` on each chunk of this rank's shard without gradients; outputs concatenated (float, on CPU)."""

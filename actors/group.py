@@ -1,23 +1,86 @@
-"""A group of N workers of one role: placed on a placement group, started with ranks, called all at once,
-results gathered in rank order, and torn down (or recreated) as one."""
+"""The one way every stage runs actors. `ActorGroup` is N workers of one role: started with ranks on a placement
+group, called all at once, results gathered in rank order (a worker's own exception surfaces with its role and
+rank). `RoleGroups` is all the groups of one run (PPO, an SFT or reward-model stage, an evaluator): placed, started,
+connected and set up together; if anything fails while starting, or when the run ends, every actor and placement
+group it created is removed, also when the Ray cluster outlives the run."""
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
+from typing import Any
+
 import ray
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from rlhf.sharding import pad_rows
+
+from .placement import create_placement_groups, remove_groups
+
+
+class RoleError(RuntimeError):
+    """A failure inside a role actor that is not one of the system's own one-line errors."""
+
+
+@dataclass
+class Calls:
+    """Pending results of one method called on every worker of a group, in rank order."""
+
+    role: str
+    method: str
+    futures: list
+
+
+def _worker_error(error: Exception, role: str, rank: int, method: str) -> Exception:
+    """The worker's own exception, same type, its message prefixed with where it happened (or a RoleError)."""
+    where = f"{role} actor {rank} ({method})"
+    if isinstance(error, RayActorError):
+        return RoleError(f"{where}: the actor died ({str(error).strip().splitlines()[0]})")
+    cause = getattr(error, "cause", None)
+    if isinstance(cause, Exception) and not isinstance(cause, RayTaskError):
+        try:
+            same_type = type(cause)(f"{where}: {cause}")
+            if str(same_type) == f"{where}: {cause}":
+                return same_type
+        except Exception:
+            pass
+        return RoleError(f"{where}: {type(cause).__name__}: {cause}")
+    return RoleError(f"{where}: {str(error).strip().splitlines()[-1]}")
+
+
+def gather_all(*calls: Calls, timeout_s: float | None = None) -> list[list]:
+    """Wait for every call; returns one list of results per call, in rank order. The first worker to fail stops the
+    wait (its peers may be blocked in a collective with it) and its exception is raised, naming role and rank."""
+    owner = {future: (c.role, rank, c.method) for c in calls for rank, future in enumerate(c.futures)}
+    remaining = list(owner)
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while remaining:
+        wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+        ready, remaining = ray.wait(remaining, num_returns=1, timeout=wait)
+        if not ready:
+            late = sorted({f"{role} actor {rank} ({method})" for role, rank, method in map(owner.get, remaining)})
+            raise RoleError(f"no answer within {timeout_s:.0f} s from {', '.join(late)}")
+        try:
+            ray.get(ready[0])
+        except (RayTaskError, RayActorError) as error:
+            raise _worker_error(error, *owner[ready[0]]) from error
+    return [ray.get(c.futures) for c in calls]
+
+
+def gather(calls: Calls, timeout_s: float | None = None) -> list:
+    return gather_all(calls, timeout_s=timeout_s)[0]
 
 
 class ActorGroup:
-    def __init__(self, worker_cls, role: str, resources, placement, config: dict, distributed: bool,
-                 connect: bool = True):
-        """`connect=False` leaves the torch.distributed rendezvous to `connect_groups`, so that several groups
-        start their processes at the same time."""
+    def __init__(self, worker_cls, role: str, resources, placement, config: dict, distributed: bool):
+        """Start `resources.num_actors` workers on `placement`; `connect_groups` forms their torch.distributed
+        group when `distributed` (after every group of the run has started, so their imports overlap)."""
         self.role, self.worker_cls, self.resources = role, worker_cls, resources
         self.placement, self.config, self.distributed = placement, config, distributed
         self.actors: list = []
-        self.start(connect)
+        self.start()
 
-    def start(self, connect: bool = True) -> None:
-        """Create the workers (and their torch.distributed group when the role needs one)."""
+    def start(self) -> None:
         count = self.resources.num_actors
         threads = max(1, int(self.resources.num_cpus))
         remote_cls = ray.remote(self.worker_cls)
@@ -28,16 +91,22 @@ class ActorGroup:
             ).remote(self.config, self.role, i, count, threads)
             for i in range(count)
         ]
-        if connect:
-            connect_groups([self])
 
-    def call(self, method: str, *args, **kwargs) -> list:
-        """Invoke `method` on every worker with the same arguments; returns the futures in rank order."""
-        return [getattr(actor, method).remote(*args, **kwargs) for actor in self.actors]
+    def call(self, method: str, *args, **kwargs) -> Calls:
+        """Invoke `method` on every worker with the same arguments (big arguments: pass one `ray.put` ref)."""
+        return Calls(self.role, method, [getattr(actor, method).remote(*args, **kwargs) for actor in self.actors])
 
     def run(self, method: str, *args, **kwargs) -> list:
-        """`call`, then wait for all results."""
-        return ray.get(self.call(method, *args, **kwargs))
+        """`call`, then wait for every result (rank order)."""
+        return gather(self.call(method, *args, **kwargs))
+
+    def map_rows(self, method: str, batch, *args) -> Any:
+        """`method(batch, *args)` on every worker, each taking its shard of `batch` and returning one result per
+        row: the batch is padded to split evenly over the workers, and the padding's results are dropped."""
+        import torch
+
+        padded, real = pad_rows(batch, len(self.actors))
+        return torch.cat(self.run(method, ray.put(padded), *args))[:real]
 
     def shutdown(self) -> None:
         for actor in self.actors:
@@ -48,14 +117,63 @@ class ActorGroup:
         """Tear the workers down and start them again on the same placement (state must be reloaded)."""
         self.shutdown()
         self.start()
+        connect_groups([self])
 
     def __len__(self) -> int:
         return len(self.actors)
 
 
-def connect_groups(groups: list[ActorGroup]) -> None:
+def connect_groups(groups) -> None:
     """Form the torch.distributed group of every role that needs one, all roles at once."""
     distributed = [g for g in groups if g.distributed]
-    addresses = ray.get([g.actors[0].address.remote() for g in distributed])
-    ray.get([actor.init_distributed.remote(host, port)
-             for g, (host, port) in zip(distributed, addresses) for actor in g.actors])
+    addresses = gather_all(*[Calls(g.role, "address", [g.actors[0].address.remote()]) for g in distributed])
+    gather_all(*[g.call("init_distributed", host, port) for g, [(host, port)] in zip(distributed, addresses)])
+
+
+@dataclass
+class RoleSpec:
+    """One role of a run: its worker class, the arguments of its `setup`, whether it forms a torch.distributed
+    group, and its resources (None: the config's `actors.<role>`)."""
+
+    role: str
+    worker_cls: type
+    setup_args: tuple = ()
+    distributed: bool = False
+    resources: Any = None
+
+
+class RoleGroups:
+    def __init__(self, cfg, specs: list[RoleSpec]):
+        self.groups: dict[str, ActorGroup] = {}
+        self.placements: dict = {}
+        try:
+            resources = {s.role: s.resources or getattr(cfg.actors, s.role) for s in specs}
+            self.placements = create_placement_groups(resources, cfg.run.placement_timeout_s)
+            config = cfg.model_dump(mode="json")
+            for s in specs:
+                self.groups[s.role] = ActorGroup(s.worker_cls, s.role, resources[s.role], self.placements[s.role],
+                                                 config, s.distributed)
+            connect_groups(self.groups.values())
+            gather_all(*[self.groups[s.role].call("setup", *s.setup_args) for s in specs])
+        except BaseException:
+            self.shutdown()
+            raise
+
+    def __getitem__(self, role: str) -> ActorGroup:
+        return self.groups[role]
+
+    def get(self, role: str) -> ActorGroup | None:
+        return self.groups.get(role)
+
+    def shutdown(self) -> None:
+        """Kill every actor and remove every placement group this run created (safe to call twice)."""
+        for group in self.groups.values():
+            group.shutdown()
+        remove_groups(self.placements)
+        self.placements = {}
+
+    def __enter__(self) -> "RoleGroups":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()

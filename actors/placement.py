@@ -9,39 +9,47 @@ class PlacementError(RuntimeError):
     """The cluster cannot hold what the config asks for."""
 
 
-def colocation_sets(actors_cfg, roles: list[str]) -> dict[str, list[str]]:
-    """anchor role -> the roles placed on its bundles (itself first)."""
+def colocation_sets(resources: dict) -> dict[str, list[str]]:
+    """anchor role -> the roles placed on its bundles (itself first). `resources` maps role -> RoleResources; a
+    `colocate_with` naming a role that is not started here is ignored (the role is placed on its own)."""
     sets: dict[str, list[str]] = {}
-    for role in roles:
-        anchor = getattr(actors_cfg, role).colocate_with or role
+    for role, spec in resources.items():
+        anchor = spec.colocate_with if spec.colocate_with in resources else role
         sets.setdefault(anchor, []).append(role)
     return sets
 
 
-def create_placement_groups(actors_cfg, roles: list[str], timeout_s: float = 60.0, strategy: str = "PACK") -> dict:
-    """role -> placement group. One group per colocation set; each bundle holds one actor of every member role."""
-    groups = {}
-    for anchor, members in colocation_sets(actors_cfg, roles).items():
-        cpus = sum(getattr(actors_cfg, r).num_cpus for r in members)
-        gpus = sum(getattr(actors_cfg, r).num_gpus for r in members)
-        bundle = {"CPU": cpus} if cpus > 0 else {"CPU": 0.01}
-        if gpus > 0:
-            bundle["GPU"] = gpus
-        count = getattr(actors_cfg, anchor).num_actors
-        group = placement_group([dict(bundle) for _ in range(count)], strategy=strategy)
-        try:
-            ray.get(group.ready(), timeout=timeout_s)
-        except ray.exceptions.GetTimeoutError:
-            remove_placement_group(group)
-            raise PlacementError(
-                f"roles {'+'.join(members)} need {count} bundle(s) of {bundle} but the cluster "
-                f"({ray.cluster_resources()}) could not place them within {timeout_s:.0f} s; lower actors.*.num_actors "
-                f"or per-actor resources") from None
-        for role in members:
-            groups[role] = group
+def create_placement_groups(resources: dict, timeout_s: float = 60.0, strategy: str = "PACK") -> dict:
+    """role -> placement group. One group per colocation set; each bundle holds one actor of every member role.
+    If any group cannot be placed in time, the groups already made are removed before the error is raised."""
+    groups: dict = {}
+    try:
+        for anchor, members in colocation_sets(resources).items():
+            cpus = sum(resources[r].num_cpus for r in members)
+            gpus = sum(resources[r].num_gpus for r in members)
+            bundle = {"CPU": cpus} if cpus > 0 else {"CPU": 0.01}
+            if gpus > 0:
+                bundle["GPU"] = gpus
+            count = resources[anchor].num_actors
+            group = placement_group([dict(bundle) for _ in range(count)], strategy=strategy)
+            for role in members:
+                groups[role] = group
+            try:
+                ray.get(group.ready(), timeout=timeout_s)
+            except ray.exceptions.GetTimeoutError:
+                raise PlacementError(
+                    f"roles {'+'.join(members)} need {count} bundle(s) of {bundle} but the cluster "
+                    f"({ray.cluster_resources()}) could not place them within {timeout_s:.0f} s; lower "
+                    f"actors.*.num_actors or per-actor resources") from None
+    except BaseException:
+        remove_groups(groups)
+        raise
     return groups
 
 
 def remove_groups(groups: dict) -> None:
     for group in {id(g): g for g in groups.values()}.values():
-        remove_placement_group(group)
+        try:
+            remove_placement_group(group)
+        except Exception:   # already removed, or the cluster is gone: nothing left to free
+            pass

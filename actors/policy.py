@@ -8,6 +8,7 @@ from rlhf.algo.logprobs import entropy_from_logits, logprobs_from_logits, respon
 from rlhf.algo.losses import entropy_loss, kl_loss, lm_loss, policy_loss
 from rlhf.experience import Experience
 from rlhf.models import load_causal_lm
+from rlhf.sharding import shard_slice
 
 from .trainable import TrainableWorker
 
@@ -16,7 +17,7 @@ class PolicyWorker(TrainableWorker):
     def setup(self, model_path: str) -> None:
         model = load_causal_lm(model_path, self.dtype)
         self.temperature = self.cfg.rollout.temperature
-        self.build_engine(model, self.cfg.ppo.policy_lr, self.cfg.deepspeed.policy)
+        self.build_engine(model, "policy")
 
     def _logits(self, exp: Experience) -> torch.Tensor:
         return response_slice(self.model_outputs(exp).logits, exp.prompt_length, exp.response_length)
@@ -58,8 +59,7 @@ class PolicyWorker(TrainableWorker):
         """Pretraining LM loss on this rank's rows of the update's ptx block, normalized by the block's tokens."""
         ids, attention = ptx[0][update], ptx[1][update]
         global_tokens = attention[:, 1:].sum().item()
-        part = ids.shape[0] // self.world_size
-        mine = slice(self.rank * part, (self.rank + 1) * part)
+        mine = shard_slice(ids.shape[0], self.rank, self.world_size)
         ids, attention = ids[mine].to(self.device), attention[mine].to(self.device)
         logits = self.engine(input_ids=ids, attention_mask=attention).logits
         loss = lm_loss(logits[:, :-1], ids[:, 1:], attention[:, 1:].float(), global_tokens)

@@ -7,6 +7,7 @@ from rlhf.algo.rewards import last_token_values
 from rlhf.experience import Experience
 from rlhf.models import load_reward_normalization, load_scalar_model, load_tokenizer, resolve_model_path
 from rlhf.reward_function import call_reward_function, load_reward_function
+from rlhf.sharding import shard
 
 from .frozen import FrozenWorker
 
@@ -32,9 +33,8 @@ class RewardWorker(FrozenWorker):
 
     def scores(self, exp: Experience) -> torch.Tensor:
         """One score per sample of this rank's shard."""
-        shard = exp.shard(self.rank, self.world_size)
         if self.function is not None:
-            prompts, responses = self.texts(shard)
+            prompts, responses = self.texts(shard(exp, self.rank, self.world_size))
             return call_reward_function(self.function, self.cfg.reward.function, prompts, responses)
         return self.forward_shard(exp, self._model_scores)
 

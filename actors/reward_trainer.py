@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from rlhf.algo.losses import ranking_batch_loss
+from rlhf.algo.losses import ranking_batch_loss, ranking_prompt_losses
 from rlhf.algo.rewards import last_token_values
 from rlhf.batches import RankingBatch, TokenBatch, flatten_rankings, unflatten_scores
 from rlhf.models import load_scalar_model
@@ -14,10 +14,7 @@ from .trainable import TrainableWorker
 
 class RewardModelWorker(TrainableWorker):
     def setup(self, model_path: str) -> None:
-        rm = self.cfg.rm
-        section = self.cfg.deepspeed.reward.model_copy(update={"micro_batch_size": rm.micro_batch_size})
-        self.build_engine(load_scalar_model(model_path, self.dtype), rm.lr, section, minibatch=rm.batch_size,
-                          warmup_steps=rm.warmup_steps)
+        self.build_engine(load_scalar_model(model_path, self.dtype), "rm")
 
     def _scores(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         ids, mask = input_ids.to(self.device), attention_mask.to(self.device)
@@ -36,16 +33,14 @@ class RewardModelWorker(TrainableWorker):
 
         return self.run_updates(batch, plan, micro_loss, count=len)
 
-    def validation_sums(self, batch: RankingBatch) -> dict:
-        """Sums over this rank's prompts: loss, prompt-mean accuracy, correct pairs, pairs."""
-        self.engine.eval()
-        sums = {"rm/loss": 0.0, "rm/accuracy": 0.0, "rm/correct_pairs": 0.0, "rm/pairs": 0.0}
-        with torch.no_grad():
-            for micro in self.micro_batches(batch, self.micro_batch_size):
-                _, stats = ranking_batch_loss(self._rewards(micro), micro.ranks.to(self.device), self.cfg.rm.margin, 1)
-                for key in sums:
-                    sums[key] += float(stats[key])
-        return sums
+    def validation_rows(self, batch: RankingBatch) -> torch.Tensor:
+        """Per prompt of this rank's shard: (K-wise loss, pair accuracy, pairs), shape (prompts, 3)."""
+        def fn(micro: RankingBatch) -> torch.Tensor:
+            losses, accuracies, pairs = ranking_prompt_losses(self._rewards(micro), micro.ranks.to(self.device),
+                                                              self.cfg.rm.margin)
+            return torch.stack([losses.float().cpu(), accuracies.cpu(), pairs], dim=1)
+
+        return self.forward_batches(batch, fn)
 
     def scores(self, batch: TokenBatch) -> torch.Tensor:
         """Raw scores of this rank's shard of complete sequences (for bias normalization)."""

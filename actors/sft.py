@@ -1,8 +1,9 @@
 """The SFT role: a causal LM under DeepSpeed ZeRO trained with next-token loss on response tokens only."""
 from __future__ import annotations
 
+import torch
 
-from rlhf.algo.losses import lm_loss
+from rlhf.algo.losses import lm_loss, token_nll
 from rlhf.batches import TokenBatch
 from rlhf.models import load_causal_lm
 
@@ -15,24 +16,25 @@ def target_tokens(batch: TokenBatch) -> float:
 
 class SFTWorker(TrainableWorker):
     def setup(self, model_path: str) -> None:
-        sft = self.cfg.sft
-        section = self.cfg.deepspeed.policy.model_copy(update={"micro_batch_size": sft.micro_batch_size})
-        self.build_engine(load_causal_lm(model_path, self.dtype), sft.lr, section, minibatch=sft.batch_size,
-                          warmup_steps=sft.warmup_steps)
+        self.build_engine(load_causal_lm(model_path, self.dtype), "sft")
 
-    def _loss(self, batch: TokenBatch, num_tokens):
+    def _logits(self, batch: TokenBatch) -> torch.Tensor:
         ids, attention = batch.input_ids.to(self.device), batch.attention_mask.to(self.device)
-        logits = self.engine(input_ids=ids, attention_mask=attention).logits
-        return lm_loss(logits[:, :-1], ids[:, 1:], batch.loss_mask[:, 1:].to(self.device), num_tokens)
+        return self.engine(input_ids=ids, attention_mask=attention).logits[:, :-1]
 
     def train(self, batch: TokenBatch, plan: list) -> dict:
         def micro_loss(micro: TokenBatch, global_tokens: float, update: int, micro_index: int):
-            loss = self._loss(micro, global_tokens)
+            loss = lm_loss(self._logits(micro), micro.input_ids[:, 1:].to(self.device),
+                           micro.loss_mask[:, 1:].to(self.device), global_tokens)
             return loss, {"sft/loss": loss.detach()}
 
         return self.run_updates(batch, plan, micro_loss, count=target_tokens)
 
-    def validation_sums(self, batch: TokenBatch) -> tuple[float, float]:
-        """(sum of token NLL, token count) over this rank's shard: the driver adds ranks and divides."""
-        nll = self.forward_batches(batch, lambda micro: self._loss(micro, 1.0).reshape(1))
-        return nll.sum().item(), target_tokens(batch.shard(self.rank, self.world_size))
+    def validation_rows(self, batch: TokenBatch) -> torch.Tensor:
+        """Per row of this rank's shard: (sum of target-token NLL, number of target tokens), shape (rows, 2)."""
+        def fn(micro: TokenBatch) -> torch.Tensor:
+            mask = micro.loss_mask[:, 1:].to(self.device)
+            nll = token_nll(self._logits(micro), micro.input_ids[:, 1:].to(self.device)) * mask
+            return torch.stack([nll.sum(dim=1), mask.sum(dim=1)], dim=1)
+
+        return self.forward_batches(batch, fn)

@@ -7,8 +7,10 @@ from collections import defaultdict
 
 import torch
 
+from rlhf.config import EngineSettings, engine_settings
 from rlhf.deepspeed_config import trainable_config
 from rlhf.experience import Experience
+from rlhf.sharding import chunks, shard
 
 from .base import RoleWorker
 
@@ -18,25 +20,21 @@ def warmup_schedule(warmup_steps: int):
 
 
 class TrainableWorker(RoleWorker):
-    def build_engine(self, model: torch.nn.Module, lr: float, section, minibatch: int | None = None,
-                     warmup_steps: int | None = None) -> None:
-        """Wrap `model` in a ZeRO engine with a torch AdamW (no C++ op build) and a warmup LR schedule.
-
-        `minibatch` is the global number of rows per optimizer step (PPO's rollout minibatch by default).
-        """
+    def build_engine(self, model: torch.nn.Module, owner: str) -> None:
+        """Wrap `model` in a ZeRO engine with a torch AdamW (no C++ op build) and a warmup LR schedule, all from
+        the settings of `owner` ('policy' or 'value' for PPO, 'sft', 'rm'): see `rlhf.config.engine_settings`."""
         import deepspeed
 
-        ppo = self.cfg.ppo
+        settings: EngineSettings = engine_settings(self.cfg, owner)
         params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=ppo.weight_decay, betas=(0.9, 0.95), eps=1e-8)
-        warmup = ppo.warmup_steps if warmup_steps is None else warmup_steps
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_schedule(warmup))
-        minibatch = minibatch or self.cfg.rollout_batch_size // ppo.num_minibatches
-        config = trainable_config(section, self.world_size, minibatch, self.dtype_name, ppo.max_grad_norm)
+        optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay, betas=(0.9, 0.95),
+                                      eps=1e-8)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_schedule(settings.warmup_steps))
+        config = trainable_config(settings, self.world_size, self.dtype_name)
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=model, optimizer=optimizer, lr_scheduler=scheduler, config=config, dist_init_required=False)
-        self.micro_batch_size = section.micro_batch_size
-        self.zero_stage = section.zero_stage
+        self.micro_batch_size = settings.micro_batch_size
+        self.zero_stage = settings.zero.zero_stage
 
     # ---- forward -------------------------------------------------------------------------------------------
 
@@ -69,10 +67,10 @@ class TrainableWorker(RoleWorker):
         accumulation = self.engine.gradient_accumulation_steps()
         for update, rows in enumerate(plan):
             global_tokens = count(exp.select(rows))
-            part = len(rows) // self.world_size
-            mine = exp.select(rows[self.rank * part:(self.rank + 1) * part])
-            for micro_index in range(accumulation):
-                micro = mine.select(slice(micro_index * self.micro_batch_size, (micro_index + 1) * self.micro_batch_size))
+            mine = exp.select(shard(rows, self.rank, self.world_size))
+            micros = list(chunks(mine, self.micro_batch_size))
+            assert len(micros) == accumulation, "the config check keeps minibatch = actors x micro x accumulation"
+            for micro_index, micro in enumerate(micros):
                 loss, stats = micro_loss(micro, global_tokens, update, micro_index)
                 self.engine.backward(loss * self.world_size, scale_wrt_gas=False)
                 if micro_index == accumulation - 1 and self.zero_stage == 0:

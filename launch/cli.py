@@ -4,12 +4,25 @@ from __future__ import annotations
 import argparse
 import sys
 
+from importlib import import_module
+
 from rlhf.config import ConfigError, load_config
 from rlhf.data.loading import DataError
 from rlhf.models import ModelLoadError
 from rlhf.reward_function import RewardFunctionError
 
-USER_ERRORS = (ConfigError, DataError, ModelLoadError, RewardFunctionError, FileNotFoundError)
+from .runlog import RunDirError
+
+USER_ERRORS = (ConfigError, DataError, ModelLoadError, RewardFunctionError, RunDirError, FileNotFoundError)
+
+# The stages, looked up by name: help text and the driver (module, function) that runs one from a config.
+STAGES = {
+    "ppo": ("PPO training (runs a small bundled default with no arguments)", "launch.ppo", "run_ppo"),
+    "sft": ("supervised fine-tuning on demonstrations (response tokens only)", "launch.sft", "run_sft"),
+    "rm": ("reward-model training on comparisons / K-wise rankings, with bias normalization", "launch.rm", "run_rm"),
+    "pipeline": ("SFT -> reward model -> PPO, then a ground-truth table (bundled toy default)", "launch.pipeline",
+                 "run_pipeline"),
+}
 
 OVERRIDES_HELP = ("any config key as --section.key VALUE (e.g. --ppo.kl_coef 0.05 --actors.policy.num_actors 2); "
                   "see `rlhf config` for every key")
@@ -22,20 +35,15 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rlhf", description="Distributed RLHF on Ray actors with DeepSpeed ZeRO.")
     sub = parser.add_subparsers(dest="command", required=True)
-    ppo = sub.add_parser("ppo", help="PPO training (runs a small bundled default with no arguments)",
-                         description="PPO on Ray actor groups. " + OVERRIDES_HELP, epilog=OVERRIDES_HELP)
-    _add_common(ppo)
-    ppo.add_argument("--resume", action="store_true", help="continue the run in runs/<run.name> from its latest checkpoint")
+    for name, (text, _, _) in STAGES.items():
+        stage = sub.add_parser(name, help=text, description=f"{text}. {OVERRIDES_HELP}", epilog=OVERRIDES_HELP)
+        _add_common(stage)
+        stage.add_argument("--resume", action="store_true",
+                           help=f"continue runs/<run.name> (default {name}-default) where it stopped")
     bench = sub.add_parser("bench", help="a fixed PPO workload: samples/s, tokens/s, phase times, peak memory",
                            description="Benchmark a few PPO steps. " + OVERRIDES_HELP, epilog=OVERRIDES_HELP)
     _add_common(bench)
     bench.add_argument("--steps", type=int, default=4, help="measured steps (after one warm-up step)")
-    for name, text in (("sft", "supervised fine-tuning on demonstrations (response tokens only)"),
-                       ("rm", "reward-model training on comparisons / K-wise rankings, with bias normalization"),
-                       ("pipeline", "SFT -> reward model -> PPO, then a ground-truth table (bundled toy default)")):
-        stage = sub.add_parser(name, help=text, description=f"{text}. {OVERRIDES_HELP}", epilog=OVERRIDES_HELP)
-        _add_common(stage)
-        stage.add_argument("--resume", action="store_true", help="continue runs/<run.name> where it stopped")
     models = sub.add_parser("models", help="prepare bundled real models", description="Prepare bundled models.")
     models_sub = models.add_subparsers(dest="models_command", required=True)
     prepare = models_sub.add_parser("prepare", help="turn a bundled model into a regular HF checkpoint",
@@ -64,16 +72,13 @@ def main(argv: list[str] | None = None) -> int:
         from rlhf.config import bundled_default
 
         # no --config: the bundled toy run (rlhf/configs/toy_<stage>.yaml) is the base the overrides apply to
-        cfg = load_config(args.config, extra, base=None if args.config else bundled_default(args.command))
-        if args.command in ("ppo", "sft", "rm"):
-            from importlib import import_module
-
-            runner = getattr(import_module(f"launch.{args.command}"), f"run_{args.command}")
-            print(f"done: {runner(cfg, resume=args.resume)}")
-        elif args.command == "pipeline":
-            from .pipeline import run_pipeline
-
-            run_pipeline(cfg, resume=args.resume)
+        stage = "ppo" if args.command == "bench" else args.command
+        cfg = load_config(args.config, extra, base=None if args.config else bundled_default(args.command), stage=stage)
+        if args.command in STAGES:
+            _, module, function = STAGES[args.command]
+            result = getattr(import_module(module), function)(cfg, resume=args.resume)
+            if args.command != "pipeline":       # the pipeline prints its table
+                print(f"done: {result}")
         elif args.command == "bench":
             from .bench import run_bench
 
@@ -82,13 +87,6 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as error:
         print(f"rlhf {args.command}: error: {error}", file=sys.stderr)
         return 2
-    except Exception as error:
-        from .runlog import RunDirError
-
-        if isinstance(error, RunDirError):
-            print(f"rlhf {args.command}: error: {error}", file=sys.stderr)
-            return 2
-        raise
 
 
 if __name__ == "__main__":

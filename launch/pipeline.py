@@ -15,15 +15,16 @@ import statistics
 from pathlib import Path
 
 from actors.evaluator import PolicyEvaluator
-from rlhf.algo.ppo import step_seed
 from rlhf.checkpoint import CheckpointManager
+from rlhf.config import for_stage
 from rlhf.data.prompts import left_pad, load_prompt_texts, tokenize_prompts
 from rlhf.models import load_tokenizer, resolve_model_path
+from rlhf.reward_function import probe_reward_function
 
 from .ppo import run_ppo
 from .ray_session import ray_session
 from .rm import run_rm
-from .runlog import RunDirError, read_metrics
+from .runlog import cleaned_up_if_never_started, prepare_run_dir, read_metrics
 from .sft import run_sft
 
 
@@ -49,26 +50,36 @@ def run_stage(name: str, stage_cfg, runner, root: Path, resume: bool) -> None:
     (stage_dir / "stage_done.json").write_text(json.dumps({"stage": name}))
 
 
+def stage_configs(cfg, root: Path) -> dict:
+    """The three stages' configs as they will run, each checked by its stage's rules before the first starts."""
+    sft_model, reward_model = str(root / "sft" / "best_hf"), str(root / "rm" / "final_hf")
+    configs = {
+        "sft": stage_config(cfg, root, "sft"),
+        "rm": stage_config(cfg, root, "rm", rm={"base": sft_model}),
+        "ppo": stage_config(cfg, root, "ppo", model={"policy": sft_model, "reference": sft_model, "value": None},
+                            reward={"function": None, "model": reward_model}, ppo={"init_value_from_reward": True}),
+    }
+    return {stage: for_stage(stage_cfg, stage) for stage, stage_cfg in configs.items()}
+
+
 def run_pipeline(cfg, resume: bool = False) -> dict:
-    root = Path(cfg.run.output_dir).expanduser() / cfg.run.name
-    if root.exists() and any(root.iterdir()) and not resume:
-        raise RunDirError(f"pipeline directory {root} already holds a run; pass --resume to continue it or set "
-                          f"--run.name to start another")
-    root.mkdir(parents=True, exist_ok=True)
-    with ray_session(cfg):
-        # 1. SFT on demonstrations
-        run_stage("sft", stage_config(cfg, root, "sft"), run_sft, root, resume)
-        sft_model = str(root / "sft" / "best_hf")
-        # 2. reward model on rankings, from the SFT model
-        run_stage("rm", stage_config(cfg, root, "rm", rm={"base": sft_model}), run_rm, root, resume)
-        reward_model = str(root / "rm" / "final_hf")
+    cfg = for_stage(cfg, "pipeline")
+    root = prepare_run_dir(cfg, resume, lambda: cfg.run_dir.exists())
+    configs = stage_configs(cfg, root)
+    resolve_model_path(cfg.model.policy, cfg.model.cache_dir, cfg.model.tiny, "model.policy")
+    if cfg.pipeline.ground_truth is not None:
+        texts, _ = load_prompt_texts(cfg.pipeline.eval_prompts, cfg.data.input_key, key="pipeline.eval_prompts")
+        probe_reward_function(cfg.pipeline.ground_truth, texts[:4], texts[:4])
+    with cleaned_up_if_never_started(root), ray_session(cfg):
+        root.mkdir(parents=True, exist_ok=True)
+        # 1. SFT on demonstrations                                  -> sft/best_hf
+        run_stage("sft", configs["sft"], run_sft, root, resume)
+        # 2. reward model on rankings, from the SFT model          -> rm/final_hf
+        run_stage("rm", configs["rm"], run_rm, root, resume)
         # 3. PPO against the reward model, KL to the SFT model, value initialised from the reward model
-        ppo_cfg = stage_config(cfg, root, "ppo", model={"policy": sft_model, "reference": sft_model, "value": None},
-                               reward={"function": None, "model": reward_model},
-                               ppo={"init_value_from_reward": True})
-        run_stage("ppo", ppo_cfg, run_ppo, root, resume)
+        run_stage("ppo", configs["ppo"], run_ppo, root, resume)
         # 4. the table
-        report = evaluate(cfg, root, sft_model)
+        report = evaluate(cfg, root, str(root / "sft" / "best_hf"))
     (root / "report.json").write_text(json.dumps(report, indent=1))
     print(format_report(report))
     return report
@@ -86,7 +97,7 @@ def evaluate(cfg, root: Path, sft_model: str) -> dict:
         return report
     base = resolve_model_path(cfg.model.policy, cfg.model.cache_dir, cfg.model.tiny)
     tokenizer = load_tokenizer(sft_model)
-    texts, source = load_prompt_texts(cfg.pipeline.eval_prompts, cfg.data.input_key)
+    texts, source = load_prompt_texts(cfg.pipeline.eval_prompts, cfg.data.input_key, key="pipeline.eval_prompts")
     _, ids = tokenize_prompts(texts[:cfg.pipeline.eval_samples], tokenizer, cfg.data.max_prompt_length, source,
                               cfg.data.apply_chat_template)
     prompt_ids, prompt_mask = left_pad(ids, tokenizer.pad_token_id)
@@ -96,8 +107,7 @@ def evaluate(cfg, root: Path, sft_model: str) -> dict:
     try:
         for name, path in (("base", base), ("sft", sft_model), ("ppo", str(root / "ppo" / "policy_hf"))):
             evaluator.load_path(path)
-            report[f"ground_truth_{name}"], _ = evaluator.mean_score(prompt_ids, prompt_mask,
-                                                                     step_seed(cfg.run.seed, 0, 5))
+            report[f"ground_truth_{name}"], _ = evaluator.mean_score(prompt_ids, prompt_mask, step=0)
     finally:
         evaluator.shutdown()
     return report

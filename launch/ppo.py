@@ -19,16 +19,18 @@ import torch
 from actors.roles import ModelPaths, RoleSet
 from rlhf.algo.kl import AdaptiveKLController, FixedKLController
 from rlhf.algo.masked import RunningMoments
-from rlhf.algo.ppo import compute_advantages, minibatch_plan, step_seed
+from rlhf.algo.ppo import compute_advantages, minibatch_plan
 from rlhf.checkpoint import CheckpointManager
+from rlhf.config import for_stage
 from rlhf.data.pretrain import PretrainTexts
 from rlhf.data.prompts import PromptStream, left_pad, load_prompt_texts, tokenize_prompts
 from rlhf.generation import SamplingParams
 from rlhf.models import load_tokenizer, resolve_model_path
-from rlhf.reward_function import load_reward_function
+from rlhf.reward_function import probe_reward_function
+from rlhf.seeding import derive_seed
 
 from .ray_session import ray_session
-from .runlog import RunLog, cleaned_up_if_never_started
+from .runlog import RunLog, cleaned_up_if_never_started, prepare_run_dir
 
 
 @dataclass
@@ -39,21 +41,28 @@ class Prompts:
 
 
 def resolve_paths(cfg) -> ModelPaths:
-    resolve = lambda name: resolve_model_path(name, cfg.model.cache_dir, cfg.model.tiny)
-    policy = resolve(cfg.model.policy)
+    """Every model path of the run, each checked (exists, holds a model) and named by its key in errors."""
+    resolve = lambda name, key: resolve_model_path(name, cfg.model.cache_dir, cfg.model.tiny, key)
+    policy = resolve(cfg.model.policy, "model.policy")
+    if cfg.reward.model is not None:
+        resolve(cfg.reward.model, "reward.model")
     value = None
     if cfg.uses_critic:
-        base = cfg.model.value or (cfg.reward.model if cfg.ppo.init_value_from_reward else cfg.model.policy)
-        value = resolve(base)
-    return ModelPaths(policy=policy, reference=resolve(cfg.model.reference or cfg.model.policy), value=value,
-                      tokenizer=policy)
+        if cfg.model.value:
+            value = resolve(cfg.model.value, "model.value")
+        elif cfg.ppo.init_value_from_reward:
+            value = resolve(cfg.reward.model, "reward.model")
+        else:
+            value = policy
+    reference = resolve(cfg.model.reference, "model.reference") if cfg.model.reference else policy
+    return ModelPaths(policy=policy, reference=reference, value=value, tokenizer=policy)
 
 
 def load_prompts(cfg, tokenizer) -> Prompts:
     texts, source = load_prompt_texts(cfg.data.prompts, cfg.data.input_key, cfg.data.split)
     formatted, ids = tokenize_prompts(texts, tokenizer, cfg.data.max_prompt_length, source,
                                       cfg.data.apply_chat_template)
-    return Prompts(formatted, ids, PromptStream(len(ids), cfg.run.seed))
+    return Prompts(formatted, ids, PromptStream(len(ids), cfg.run.seed, "prompt_order"))
 
 
 def make_kl_controller(ppo):
@@ -66,18 +75,20 @@ class PPOTrainer:
     """Everything checked before any actor starts; then `run()` tells the story step by step."""
 
     def __init__(self, cfg, resume: bool = False):
-        self.cfg, self.resume = cfg, resume
+        self.cfg = cfg = for_stage(cfg, "ppo")
+        self.resume = resume
         self.paths = resolve_paths(cfg)
         self.tokenizer = load_tokenizer(self.paths.tokenizer)
         self.prompts = load_prompts(cfg, self.tokenizer)
         self.ptx = (PretrainTexts(cfg.data.ptx, cfg.data.ptx_text_key, self.tokenizer, cfg.data.ptx_max_length,
                                   cfg.run.seed) if cfg.data.ptx and cfg.ppo.ptx_coef > 0 else None)
         if cfg.reward.function:
-            load_reward_function(cfg.reward.function)   # fail on a bad import before any actor starts
+            sample = self.prompts.texts[:4]    # any text is a possible response: the prompts stand in for them
+            probe_reward_function(cfg.reward.function, sample, sample)
         self.kl_controller = make_kl_controller(cfg.ppo)
         self.normalizer = RunningMoments()
-        self.run_dir = Path(cfg.run.output_dir).expanduser() / cfg.run.name
-        self.checkpoints = CheckpointManager(self.run_dir, cfg.checkpoint.keep_last)
+        self.checkpoints = CheckpointManager(cfg.run_dir, cfg.checkpoint.keep_last)
+        self.run_dir = prepare_run_dir(cfg, resume, lambda: self.checkpoints.latest() is not None)
         self.sampling = SamplingParams(cfg.rollout.max_new_tokens, cfg.rollout.temperature, cfg.rollout.top_p,
                                        cfg.rollout.top_k, cfg.rollout.n_samples_per_prompt)
         self.step = 0
@@ -117,8 +128,7 @@ class PPOTrainer:
         t = time.perf_counter()
 
         # 2. Generate n responses per prompt on the rollout actors.
-        experience = self.roles.generate(prompt_ids, prompt_mask, torch.tensor(indices), self.sampling,
-                                         step_seed(cfg.run.seed, self.step))
+        experience = self.roles.generate(prompt_ids, prompt_mask, torch.tensor(indices), self.sampling, self.step)
         t = phase("generate", t)
 
         # 3. Score the experience: policy, reference, reward and value actors at the same time.
@@ -132,7 +142,7 @@ class PPOTrainer:
 
         # 5. Train value and policy concurrently over the same minibatches.
         plan = minibatch_plan(len(experience), cfg.ppo.num_minibatches, cfg.ppo.ppo_epochs,
-                              step_seed(cfg.run.seed, self.step, salt=1))
+                              derive_seed(cfg.run.seed, "minibatches", self.step))
         ptx = self.ptx_blocks(len(plan))
         stats.update(self.roles.train(experience, plan, self.kl_controller.value, ptx))
         t = phase("train", t)
@@ -193,8 +203,6 @@ class PPOTrainer:
 
     def restore(self) -> None:
         latest = self.checkpoints.latest()
-        if latest is None:
-            raise FileNotFoundError(f"--resume: no complete checkpoint under {self.checkpoints.root}")
         state = CheckpointManager.driver_state(latest)
         self.roles.load(latest)
         self.kl_controller.load_state_dict(state["kl_controller"])

@@ -25,15 +25,26 @@ def wandb_mode(configured: str) -> str:
     return "online" if os.environ.get("WANDB_API_KEY") else "offline"
 
 
+def prepare_run_dir(cfg, resume: bool, has_checkpoint) -> Path:
+    """Check the run directory before any actor starts: a new run needs it absent or empty (a directory that
+    already holds a run is refused), a resumed one needs a complete checkpoint (`has_checkpoint()`)."""
+    run_dir = cfg.run_dir
+    if resume:
+        if not has_checkpoint():
+            raise RunDirError(f"--resume: no complete checkpoint in {run_dir}")
+    elif run_dir.exists() and any(run_dir.iterdir()):
+        raise RunDirError(f"run directory {run_dir} already holds a run; pass --resume to continue it or set "
+                          f"--run.name to start another")
+    return run_dir
+
+
 class RunLog:
     def __init__(self, cfg, resume: bool, resume_step: int = 0, total_steps: int | None = None):
+        """Opened once the actors are up; the directory was checked by `prepare_run_dir`."""
         self.cfg = cfg
-        self.dir = Path(cfg.run.output_dir).expanduser() / cfg.run.name
+        self.dir = cfg.run_dir
         self.metrics_path = self.dir / "metrics.jsonl"
         self.samples_path = self.dir / "samples.jsonl"
-        if self.metrics_path.exists() and not resume:
-            raise RunDirError(f"run directory {self.dir} already holds a run; pass --resume to continue it or set "
-                              f"--run.name to start another")
         self.dir.mkdir(parents=True, exist_ok=True)
         dump_config(cfg, self.dir / "config.yaml")
         if resume:
@@ -95,13 +106,15 @@ class RunLog:
 
 @contextlib.contextmanager
 def cleaned_up_if_never_started(run_dir: Path):
-    """A run that fails before logging its first step leaves no run directory behind (if it made it)."""
-    fresh = not Path(run_dir).exists()
+    """A run that fails before logging its first step leaves behind none of the folders it made (the run
+    directory, and `run.output_dir` and its parents when they were made for it)."""
+    run_dir = Path(run_dir)
+    made = [folder for folder in (run_dir, *run_dir.parents) if not folder.exists()]
     try:
         yield
     except BaseException:
-        if fresh and not (Path(run_dir) / "metrics.jsonl").exists():
-            shutil.rmtree(run_dir, ignore_errors=True)
+        if made and not any(made[-1].rglob("metrics.jsonl")):   # nothing logged: no step of any stage ran
+            shutil.rmtree(made[-1], ignore_errors=True)          # the outermost folder this run created
         raise
 
 

@@ -9,31 +9,62 @@ from pathlib import Path
 
 import torch
 
-from actors.group import ActorGroup
-from actors.placement import create_placement_groups, remove_groups
-from actors.roles import gather
+from actors.group import RoleGroups, RoleSpec
 from actors.trainable import reduce_train_stats
 from rlhf.checkpoint import CheckpointManager
+from rlhf.config import for_stage
+from rlhf.data.loading import DataError
+from rlhf.seeding import derive_seed
 
 from .ray_session import ray_session
-from .runlog import RunLog, cleaned_up_if_never_started
+from .runlog import RunLog, cleaned_up_if_never_started, prepare_run_dir
+
+
+def split_rows(count: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Seeded (train, validation) row indices: round(count x fraction) rows held out."""
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(seed)).tolist()
+    held_out = int(round(count * fraction))
+    return order[held_out:], order[:held_out]
 
 
 class SupervisedTrainer:
+    stage = ""                 # 'sft' or 'rm': the config section and the engine settings it owns
     role = "policy"            # whose actors and resources the stage uses
     worker_cls = None
     prefix = ""                # metric prefix
     higher_is_better = False   # of the selection metric
     export_best = True         # export the best-by-validation model to <run>/best_hf
+    rows_name = "rows"         # what a row is, in messages
 
     def __init__(self, cfg, resume: bool = False):
-        self.cfg, self.resume = cfg, resume
-        self.run_dir = Path(cfg.run.output_dir).expanduser() / cfg.run.name
-        self.checkpoints = CheckpointManager(self.run_dir, cfg.checkpoint.keep_last)
+        self.cfg = cfg = for_stage(cfg, self.stage)
+        self.resume = resume
+        self.section = getattr(cfg, self.stage)
+        self.checkpoints = CheckpointManager(cfg.run_dir, cfg.checkpoint.keep_last)
+        self.run_dir = prepare_run_dir(cfg, resume, lambda: self.checkpoints.latest() is not None)
         self.step, self.best = 0, None
 
-    # subclasses: self.section (sft/rm config), self.model_path, self.tokenizer_path, self.steps_per_epoch,
-    # batch(step) -> batch object, validate() -> (metrics, selection value), on_finish()
+    # subclasses: self.model_path, self.tokenizer_path, self.steps_per_epoch, batch(step) -> batch object,
+    # validate() -> (metrics, selection value), on_finish()
+
+    def split(self, count: int, require_validation: bool = True) -> None:
+        """Train / validation rows (seeded), checked before any actor starts: a full training batch, and at least
+        one validation row when validation picks the model."""
+        name, section = self.stage, self.section
+        self.train_rows, self.val_rows = split_rows(count, section.validation_fraction,
+                                                    derive_seed(self.cfg.run.seed, "split"))
+        if len(self.train_rows) < section.batch_size:
+            raise DataError(f"{section.data}: {len(self.train_rows)} training {self.rows_name}, fewer than "
+                            f"{name}.batch_size {section.batch_size}")
+        if require_validation and not self.val_rows:
+            raise DataError(f"{section.data}: {name}.validation_fraction {section.validation_fraction} of {count} "
+                            f"{self.rows_name} holds none out for validation; raise it")
+        self.steps_per_epoch = len(self.train_rows) // section.batch_size
+
+    def validation_chunks(self):
+        """The validation rows in chunks of at most `batch_size` (the last may be smaller: none is dropped)."""
+        size = self.section.batch_size
+        return [self.val_rows[start:start + size] for start in range(0, len(self.val_rows), size)]
 
     @property
     def total_steps(self) -> int:
@@ -41,11 +72,9 @@ class SupervisedTrainer:
 
     def run(self) -> Path:
         with cleaned_up_if_never_started(self.run_dir), ray_session(self.cfg):
-            placements = create_placement_groups(self.cfg.actors, [self.role])
-            self.group = ActorGroup(self.worker_cls, self.role, getattr(self.cfg.actors, self.role),
-                                    placements[self.role], self.cfg.model_dump(mode="json"), True)
+            groups = RoleGroups(self.cfg, [RoleSpec(self.role, self.worker_cls, (self.model_path,), distributed=True)])
+            self.group = groups[self.role]
             try:
-                gather(self.group.call("setup", self.model_path))
                 if self.resume:
                     self.restore()
                 self.log = RunLog(self.cfg, self.resume, self.step, total_steps=self.total_steps)
@@ -56,8 +85,8 @@ class SupervisedTrainer:
                 finally:
                     self.log.close()
             finally:
-                self.group.shutdown()
-                remove_groups(placements)
+                self.release()
+                groups.shutdown()
         return self.run_dir
 
     def train_step(self) -> None:
@@ -65,7 +94,7 @@ class SupervisedTrainer:
         start = time.perf_counter()
         # 1. the step's batch (seeded order per epoch), 2. one optimizer step on all actors
         batch = self.batch(self.step - 1)
-        stats = reduce_train_stats(gather(self.group.call("train", batch, [torch.arange(len(batch))])), self.prefix)
+        stats = reduce_train_stats(self.group.run("train", batch, [torch.arange(len(batch))]), self.prefix)
         stats["time/train"] = time.perf_counter() - start
         # 3. validation every N steps and at the end; the best model so far is exported
         if self.step % self.section.eval_every == 0 or self.step == self.total_steps:
@@ -75,7 +104,7 @@ class SupervisedTrainer:
             if better:
                 self.best = value
                 if self.export_best:
-                    gather(self.group.call("export_hf", str(self.run_dir / "best_hf"), self.tokenizer_path))
+                    self.group.run("export_hf", str(self.run_dir / "best_hf"), self.tokenizer_path)
             stats[f"{self.prefix}/best_selection_metric"] = self.best
         stats["time/step"] = time.perf_counter() - start
         self.log.log(self.step, stats)
@@ -83,16 +112,17 @@ class SupervisedTrainer:
         at_end = self.step == self.total_steps and self.cfg.checkpoint.save_at_end
         if at_end or (self.cfg.checkpoint.every and self.step % self.cfg.checkpoint.every == 0):
             folder = self.checkpoints.begin(self.step)
-            gather(self.group.call("save_checkpoint", f"{folder}/{self.role}"))
+            self.group.run("save_checkpoint", f"{folder}/{self.role}")
             self.checkpoints.commit(folder, self.step, {"step": self.step, "best": self.best})
 
     def restore(self) -> None:
         latest = self.checkpoints.latest()
-        if latest is None:
-            raise FileNotFoundError(f"--resume: no complete checkpoint under {self.checkpoints.root}")
-        gather(self.group.call("load_checkpoint", f"{latest}/{self.role}"))
+        self.group.run("load_checkpoint", f"{latest}/{self.role}")
         state = CheckpointManager.driver_state(latest)
         self.step, self.best = state["step"], state["best"]
 
+    def release(self) -> None:
+        """Remove any other actors the stage started (e.g. an evaluator); runs whether the stage ended or failed."""
+
     def on_finish(self) -> None:
-        gather(self.group.call("export_hf", str(self.run_dir / "final_hf"), self.tokenizer_path))
+        self.group.run("export_hf", str(self.run_dir / "final_hf"), self.tokenizer_path)

@@ -1,5 +1,5 @@
 """Token batches for supervised stages: SFT (sequences with a loss mask on response tokens) and reward-model
-rankings (K responses per prompt). Like `Experience`, they slice into data-parallel shards."""
+rankings (K responses per prompt). Like `Experience`, they select rows, so `rlhf.sharding` splits them."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,10 +11,6 @@ import torch
 class _Rows:
     def select(self, rows):
         return dataclasses.replace(self, **{f.name: getattr(self, f.name)[rows] for f in dataclasses.fields(self)})
-
-    def shard(self, rank: int, world_size: int):
-        size = len(self) // world_size
-        return self.select(slice(rank * size, (rank + 1) * size))
 
     def __len__(self) -> int:
         return getattr(self, dataclasses.fields(self)[0].name).shape[0]

@@ -2,13 +2,19 @@
 and validation that names the offending key in one line at start-up."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .algo.advantages import ESTIMATORS as ADVANTAGE_ESTIMATORS
+from .algo.kl import ESTIMATORS as KL_ESTIMATORS
+from .generation import ENGINES
+
 ROLES = ("policy", "value", "reference", "reward", "rollout")
+STAGES = ("ppo", "sft", "rm", "pipeline")
 
 
 class ConfigError(ValueError):
@@ -20,16 +26,20 @@ class Section(BaseModel):
 
 
 class RunConfig(Section):
-    name: str = "ppo-default"
-    """Run name: the run directory is `<output_dir>/<name>` and it is the wandb run name unless set there."""
+    name: Optional[str] = None
+    """Run name: the run directory is `<output_dir>/<name>` and it is the wandb run name unless set there;
+    None is the stage's own default ('ppo-default', 'sft-default', 'rm-default', 'pipeline-default')."""
     output_dir: str = "runs"
     """Folder that holds run directories (resolved config, metrics.jsonl, checkpoints, exported model)."""
     seed: int = 0
-    """Seed of everything random: data order, sampling and minibatch shuffles derive from (seed, step)."""
+    """Seed of everything random: each stream (data order, sampling, minibatch shuffles, splits, evaluation)
+    derives from (seed, purpose, step, rank)."""
     num_steps: int = Field(60, ge=1)
     """Number of PPO steps (one rollout batch each)."""
     ray_address: Optional[str] = None
     """Address of an existing Ray cluster ('auto' or 'ray://host:10001'); None starts a local cluster for the run."""
+    placement_timeout_s: float = Field(120.0, gt=0)
+    """How long the run waits for the cluster to place its actors before failing (naming what it asked for)."""
 
 
 class TinyModelConfig(Section):
@@ -89,7 +99,7 @@ class RolloutConfig(Section):
     """Nucleus sampling mass."""
     top_k: int = Field(0, ge=0)
     """Top-k sampling (0 disables)."""
-    engine: Literal["hf"] = "hf"
+    engine: Literal[tuple(ENGINES)] = "hf"
     """Rollout engine: 'hf' is transformers `generate` with KV cache."""
     weight_sync: Literal["object_store"] = "object_store"
     """How new policy weights reach rollout actors: gathered on policy rank 0, put once in the Ray object store."""
@@ -109,11 +119,11 @@ class RewardConfig(Section):
 
 
 class PPOConfig(Section):
-    advantage_estimator: Literal["gae", "grpo", "rloo", "reinforce++"] = "gae"
+    advantage_estimator: Literal[tuple(ADVANTAGE_ESTIMATORS)] = "gae"
     """'gae' uses the value role; 'grpo', 'rloo', 'reinforce++' are critic-free (no value actors are started)."""
     kl_coef: float = Field(0.02, ge=0)
     """Initial KL coefficient beta."""
-    kl_estimator: Literal["k1", "k2", "k3"] = "k1"
+    kl_estimator: Literal[tuple(KL_ESTIMATORS)] = "k1"
     """Per-token KL estimator (Schulman 2020)."""
     kl_mode: Literal["reward", "loss"] = "reward"
     """'reward': -beta * KL_t folded into token rewards (InstructGPT); 'loss': beta * KL added to the policy loss."""
@@ -148,11 +158,11 @@ class PPOConfig(Section):
     value_lr: float = Field(1e-5, gt=0)
     """Value learning rate (AdamW)."""
     weight_decay: float = Field(0.0, ge=0)
-    """AdamW weight decay."""
+    """AdamW weight decay (policy and value)."""
     warmup_steps: int = Field(0, ge=0)
-    """Linear learning-rate warmup, in optimizer steps."""
+    """Linear learning-rate warmup, in optimizer steps (policy and value)."""
     max_grad_norm: float = Field(1.0, ge=0)
-    """Global gradient-norm clip (0 disables)."""
+    """Global gradient-norm clip of policy and value (0 disables)."""
     init_value_from_reward: bool = False
     """Initialise the value model from the reward model (needs `reward.model`)."""
 
@@ -176,22 +186,33 @@ class ActorsConfig(Section):
     rollout: RoleResources = RoleResources()
 
 
-class TrainableDeepSpeed(Section):
+class ZeroSettings(Section):
     zero_stage: Literal[0, 1, 2, 3] = 0
     """DeepSpeed ZeRO stage."""
     offload_optimizer: bool = False
     """ZeRO optimizer-state offload to CPU (stage >= 1)."""
     offload_params: bool = False
     """ZeRO-3 parameter offload to CPU."""
+
+    @model_validator(mode="after")
+    def _check_offload(self):
+        if self.offload_params and self.zero_stage != 3:
+            _fail("offload_params", "parameter offload needs zero_stage 3")
+        if self.offload_optimizer and self.zero_stage == 0:
+            _fail("offload_optimizer", "optimizer offload needs zero_stage >= 1")
+        return self
+
+
+class TrainableDeepSpeed(ZeroSettings):
     micro_batch_size: int = Field(8, ge=1)
     """Sequences per forward/backward on one actor; gradients accumulate up to the minibatch."""
 
 
 class DeepSpeedConfig(Section):
+    """DeepSpeed settings of PPO's roles (SFT and the reward model have theirs in `sft.deepspeed`, `rm.deepspeed`)."""
+
     policy: TrainableDeepSpeed = TrainableDeepSpeed()
     value: TrainableDeepSpeed = TrainableDeepSpeed()
-    reward: TrainableDeepSpeed = TrainableDeepSpeed()
-    """ZeRO settings of reward-model training (`rlhf rm`, on the reward role's actors)."""
     frozen_zero_stage: Literal[0, 3] = 0
     """Reference and reward models: 0 = full replica per actor, 3 = ZeRO-3 inference engine sharded over the role."""
 
@@ -252,14 +273,21 @@ class SupervisedStageConfig(Section):
     """Passes over the training rows."""
     lr: float = Field(1e-5, gt=0)
     """Learning rate (AdamW, warmup then constant)."""
+    weight_decay: float = Field(0.0, ge=0)
+    """AdamW weight decay."""
     warmup_steps: int = Field(10, ge=0)
     """Linear warmup steps."""
+    max_grad_norm: float = Field(1.0, ge=0)
+    """Global gradient-norm clip (0 disables)."""
+    deepspeed: ZeroSettings = ZeroSettings()
+    """ZeRO stage and offload of this stage's engine (micro-batch: `micro_batch_size` above)."""
     eval_every: int = Field(50, ge=1)
     """Steps between validations (and at the end)."""
 
 
 class SFTConfig(SupervisedStageConfig):
-    """Demonstrations: rows of prompt/response pairs or chat messages; the best checkpoint goes to <run>/best_hf."""
+    """Demonstrations: rows of prompt/response pairs or chat messages; the best checkpoint goes to <run>/best_hf.
+    Runs on the policy role's actors (`actors.policy`)."""
 
     response_key: str = "response"
     """Column of the demonstrated response."""
@@ -271,7 +299,8 @@ class SFTConfig(SupervisedStageConfig):
 
 
 class RMConfig(SupervisedStageConfig):
-    """Comparisons: rows of prompt + chosen/rejected, or prompt + responses (K) + ranks (1 = best; ties dropped)."""
+    """Comparisons: rows of prompt + chosen/rejected, or prompt + responses (K) + ranks (1 = best; ties dropped).
+    Runs on the reward role's actors (`actors.reward`)."""
 
     chosen_key: str = "chosen"
     """Column of the preferred response (pair rows)."""
@@ -280,7 +309,8 @@ class RMConfig(SupervisedStageConfig):
     responses_key: str = "responses"
     """Column of the K responses (ranking rows)."""
     ranks_key: str = "ranks"
-    """Column of the K ranks (1 = best); absent means `responses` is already ordered best first."""
+    """Column of the K ranks (1 = best); a row without it must have no other list column and is read as ordered
+    best first."""
     validation_fraction: float = Field(0.1, ge=0, lt=1)
     """Share of prompts held out for validation accuracy."""
     batch_size: int = Field(16, ge=1)
@@ -332,65 +362,72 @@ class Config(Section):
 
     @property
     def uses_critic(self) -> bool:
-        return self.ppo.advantage_estimator == "gae"
+        return ADVANTAGE_ESTIMATORS[self.ppo.advantage_estimator].uses_critic
 
     def active_roles(self) -> list[str]:
+        """The roles a PPO run starts (no value role for critic-free estimators)."""
         return [r for r in ROLES if r != "value" or self.uses_critic]
 
-    @model_validator(mode="after")
-    def _check_consistency(self):
-        check_consistency(self)
-        return self
+    @property
+    def run_dir(self) -> Path:
+        """`<run.output_dir>/<run.name>`: the one place a run directory's path is built (after `for_stage`)."""
+        if self.run.name is None:
+            raise ValueError("run.name is unset: pass the config through for_stage(cfg, stage) first")
+        return Path(self.run.output_dir).expanduser() / self.run.name
 
 
 def _fail(key: str, message: str):
+    """Inside validators: pydantic wraps this into a ValidationError that `_format_error` turns into one line."""
     raise ValueError(f"[{key}] {message}")
 
 
-def check_consistency(cfg: Config) -> None:
-    """Cross-field rules: batch sizes that divide, roles that exist, options that need each other."""
-    r, p = cfg.reward, cfg.ppo
+class StageConfigError(ValueError):
+    pass
+
+
+def _stage_fail(key: str, message: str):
+    raise StageConfigError(f"[{key}] {message}")
+
+
+def check_reward_source(cfg: Config) -> None:
+    r = cfg.reward
     if (r.function is None) == (r.model is None):
-        _fail("reward.function", "set exactly one of reward.function and reward.model")
+        _stage_fail("reward.function", "set exactly one of reward.function and reward.model")
     if r.function is not None and ":" not in r.function:
-        _fail("reward.function", f"expected 'module:function', got {r.function!r}")
-    if p.advantage_estimator in ("grpo", "rloo") and cfg.rollout.n_samples_per_prompt < 2:
-        _fail("rollout.n_samples_per_prompt", f"{p.advantage_estimator} needs >= 2 samples per prompt")
-    if p.init_value_from_reward and r.model is None:
-        _fail("ppo.init_value_from_reward", "needs reward.model (a scalar-head model to copy)")
+        _stage_fail("reward.function", f"expected 'module:function', got {r.function!r}")
+
+
+def check_ppo(cfg: Config) -> None:
+    """Rules of a PPO run: a reward source, batch sizes that divide over minibatches and actors, colocation."""
+    p = cfg.ppo
+    check_reward_source(cfg)
+    needed = ADVANTAGE_ESTIMATORS[p.advantage_estimator].min_group_size
+    if cfg.rollout.n_samples_per_prompt < needed:
+        _stage_fail("rollout.n_samples_per_prompt", f"{p.advantage_estimator} needs >= {needed} samples per prompt")
+    if p.init_value_from_reward and cfg.reward.model is None:
+        _stage_fail("ppo.init_value_from_reward", "needs reward.model (a scalar-head model to copy)")
     if p.ptx_coef > 0 and cfg.data.ptx is None:
-        _fail("ppo.ptx_coef", "ptx_coef > 0 needs data.ptx (the pretraining text data)")
+        _stage_fail("ppo.ptx_coef", "ptx_coef > 0 needs data.ptx (the pretraining text data)")
     batch = cfg.rollout_batch_size
     if batch % p.num_minibatches:
-        _fail("ppo.num_minibatches", f"rollout batch {batch} (prompts_per_step x n_samples_per_prompt) "
-              f"is not divisible by {p.num_minibatches} minibatches")
+        _stage_fail("ppo.num_minibatches", f"rollout batch {batch} (prompts_per_step x n_samples_per_prompt) "
+                    f"is not divisible by {p.num_minibatches} minibatches")
     minibatch = batch // p.num_minibatches
-    trainable = ["policy"] + (["value"] if cfg.uses_critic else [])
-    for role in trainable:
+    for role in ["policy"] + (["value"] if cfg.uses_critic else []):
         actors = getattr(cfg.actors, role).num_actors
         micro = getattr(cfg.deepspeed, role).micro_batch_size
         if minibatch % (actors * micro):
-            _fail(f"deepspeed.{role}.micro_batch_size", f"minibatch {minibatch} is not divisible by "
-                  f"{actors} {role} actors x micro batch {micro}")
-        ds = getattr(cfg.deepspeed, role)
-        if ds.offload_params and ds.zero_stage != 3:
-            _fail(f"deepspeed.{role}.offload_params", "parameter offload needs zero_stage 3")
-        if ds.offload_optimizer and ds.zero_stage == 0:
-            _fail(f"deepspeed.{role}.offload_optimizer", "optimizer offload needs zero_stage >= 1")
-    for role in ("reference", "reward", "rollout"):
+            _stage_fail(f"deepspeed.{role}.micro_batch_size", f"minibatch {minibatch} is not divisible by "
+                        f"{actors} {role} actors x micro batch {micro}")
+    for role in ("reference", "reward"):
         actors = getattr(cfg.actors, role).num_actors
         if batch % actors:
-            _fail(f"actors.{role}.num_actors", f"rollout batch {batch} is not divisible by {actors} actors")
+            _stage_fail(f"actors.{role}.num_actors", f"rollout batch {batch} is not divisible by {actors} actors")
     if cfg.rollout.prompts_per_step % cfg.actors.rollout.num_actors:
-        _fail("actors.rollout.num_actors", f"prompts_per_step {cfg.rollout.prompts_per_step} is not divisible "
-              f"by {cfg.actors.rollout.num_actors} rollout actors")
-    if cfg.data.ptx is not None and cfg.data.ptx_batch_size % cfg.actors.policy.num_actors:
-        _fail("data.ptx_batch_size", f"not divisible by {cfg.actors.policy.num_actors} policy actors")
-    for name, section, actors in (("sft", cfg.sft, cfg.actors.policy.num_actors),
-                                  ("rm", cfg.rm, cfg.actors.reward.num_actors)):
-        if section.batch_size % (actors * section.micro_batch_size):
-            _fail(f"{name}.micro_batch_size", f"batch_size {section.batch_size} is not divisible by {actors} actors "
-                  f"x micro batch {section.micro_batch_size}")
+        _stage_fail("actors.rollout.num_actors", f"prompts_per_step {cfg.rollout.prompts_per_step} is not "
+                    f"divisible by {cfg.actors.rollout.num_actors} rollout actors")
+    if cfg.data.ptx is not None and p.ptx_coef > 0 and cfg.data.ptx_batch_size % cfg.actors.policy.num_actors:
+        _stage_fail("data.ptx_batch_size", f"not divisible by {cfg.actors.policy.num_actors} policy actors")
     active = cfg.active_roles()
     for role in active:
         target = getattr(cfg.actors, role).colocate_with
@@ -398,11 +435,72 @@ def check_consistency(cfg: Config) -> None:
             continue
         key = f"actors.{role}.colocate_with"
         if target not in active or target == role:
-            _fail(key, f"{target!r} is not another active role (one of {', '.join(x for x in active if x != role)})")
+            _stage_fail(key, f"{target!r} is not another active role (one of "
+                        f"{', '.join(x for x in active if x != role)})")
         if getattr(cfg.actors, target).colocate_with is not None:
-            _fail(key, f"{target!r} is itself colocated; point at the role it is colocated with")
+            _stage_fail(key, f"{target!r} is itself colocated; point at the role it is colocated with")
         if getattr(cfg.actors, target).num_actors != getattr(cfg.actors, role).num_actors:
-            _fail(key, f"colocated roles need the same num_actors as {target!r}")
+            _stage_fail(key, f"colocated roles need the same num_actors as {target!r}")
+
+
+def _check_supervised(cfg: Config, name: str, role: str) -> None:
+    section, actors = getattr(cfg, name), getattr(cfg.actors, role).num_actors
+    if section.batch_size % (actors * section.micro_batch_size):
+        _stage_fail(f"{name}.micro_batch_size", f"batch_size {section.batch_size} is not divisible by {actors} "
+                    f"{role} actors x micro batch {section.micro_batch_size}")
+
+
+def check_sft(cfg: Config) -> None:
+    _check_supervised(cfg, "sft", "policy")
+    if cfg.sft.select_by == "reward":
+        check_reward_source(cfg)
+
+
+def check_rm(cfg: Config) -> None:
+    _check_supervised(cfg, "rm", "reward")
+
+
+# the pipeline checks each of its three stage configs (as it will run them) before its first stage starts
+STAGE_CHECKS = {"ppo": [check_ppo], "sft": [check_sft], "rm": [check_rm], "pipeline": []}
+
+
+def for_stage(cfg: Config, stage: str) -> Config:
+    """`cfg` checked by the rules of `stage` (only those: an SFT run is not refused over a PPO batch size), with
+    `run.name` defaulting to '<stage>-default'. Every driver starts with this, before any actor starts."""
+    for check in STAGE_CHECKS[stage]:
+        try:
+            check(cfg)
+        except StageConfigError as error:
+            key, _, message = str(error)[1:].partition("] ")
+            raise ConfigError(f"config error for rlhf {stage}: {key}: {message}") from None
+    if cfg.run.name is None:
+        cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"name": f"{stage}-default"})})
+    return cfg
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """Everything one trainable DeepSpeed engine is built from, whichever stage owns it."""
+
+    lr: float
+    weight_decay: float
+    warmup_steps: int
+    max_grad_norm: float
+    zero: ZeroSettings
+    micro_batch_size: int
+    minibatch_size: int   # global rows per optimizer step
+
+
+def engine_settings(cfg: Config, owner: str) -> EngineSettings:
+    """The settings of PPO's 'policy' or 'value' engine, or of the 'sft' or 'rm' stage's engine: each from its
+    own section, never another stage's."""
+    if owner in ("policy", "value"):
+        p, ds = cfg.ppo, getattr(cfg.deepspeed, owner)
+        return EngineSettings(p.policy_lr if owner == "policy" else p.value_lr, p.weight_decay, p.warmup_steps,
+                              p.max_grad_norm, ds, ds.micro_batch_size, cfg.rollout_batch_size // p.num_minibatches)
+    section = getattr(cfg, owner)
+    return EngineSettings(section.lr, section.weight_decay, section.warmup_steps, section.max_grad_norm,
+                          section.deepspeed, section.micro_batch_size, section.batch_size)
 
 
 # ---- loading -------------------------------------------------------------------------------------------------
@@ -450,22 +548,31 @@ def _format_error(error: ValidationError, source: str) -> str:
     if first["type"] == "extra_forbidden":
         message = "unknown key"
     elif message.startswith("Value error, ["):
-        key, _, message = message[len("Value error, ["):].partition("] ")
+        inner, _, message = message[len("Value error, ["):].partition("] ")
+        key = f"{key}.{inner}" if key else inner
     elif "input" in first and not isinstance(first["input"], dict):
         message = f"{message} (got {first['input']!r})"
     more = f" (+{len(error.errors()) - 1} more)" if len(error.errors()) > 1 else ""
     return f"config error in {source}: {key}: {message}{more}"
 
 
+MOVED_KEYS = {("deepspeed", "reward"): "rm.deepspeed (zero_stage, offload_*) and rm.micro_batch_size"}
+
+
 def build_config(tree: dict, source: str = "config") -> Config:
+    for (section, key), now in MOVED_KEYS.items():
+        if isinstance(tree.get(section), dict) and key in tree[section]:
+            raise ConfigError(f"config error in {source}: {section}.{key}: moved to {now}")
     try:
         return Config.model_validate(tree)
     except ValidationError as error:
         raise ConfigError(_format_error(error, source)) from None
 
 
-def load_config(path: Optional[str] = None, overrides: Optional[list[str]] = None, base: Optional[dict] = None) -> Config:
-    """Defaults <- `base` <- YAML file <- dotted overrides, validated once."""
+def load_config(path: Optional[str] = None, overrides: Optional[list[str]] = None, base: Optional[dict] = None,
+                stage: Optional[str] = None) -> Config:
+    """Defaults <- `base` <- YAML file <- dotted overrides, validated once; with `stage`, also checked by that
+    stage's rules (`for_stage`), so the command line fails before anything is loaded."""
     tree = dict(base or {})
     source = "defaults"
     if path is not None:
@@ -484,7 +591,8 @@ def load_config(path: Optional[str] = None, overrides: Optional[list[str]] = Non
     if overrides:
         tree = merge_trees(tree, parse_overrides(overrides))
         source = f"{source} + command line"
-    return build_config(tree, source)
+    cfg = build_config(tree, source)
+    return for_stage(cfg, stage) if stage else cfg
 
 
 def bundled_default(stage: str = "ppo") -> dict:

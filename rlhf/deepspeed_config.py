@@ -2,26 +2,26 @@
 from __future__ import annotations
 
 
-def trainable_config(section, world_size: int, minibatch_size: int, dtype: str, max_grad_norm: float) -> dict:
-    """ZeRO config of a trainable role. `section` is a TrainableDeepSpeed; `minibatch_size` is global (all ranks).
+def trainable_config(settings, world_size: int, dtype: str) -> dict:
+    """ZeRO config of a trainable engine from its `EngineSettings` (minibatch size global, over all ranks).
 
     Gradient accumulation covers the minibatch: micro x accumulation x world = minibatch.
     """
-    micro = section.micro_batch_size
-    accumulation = minibatch_size // (micro * world_size)
-    zero: dict = {"stage": section.zero_stage}
-    if section.offload_optimizer:
+    micro, zero_settings = settings.micro_batch_size, settings.zero
+    accumulation = settings.minibatch_size // (micro * world_size)
+    zero: dict = {"stage": zero_settings.zero_stage}
+    if zero_settings.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": False}
-    if section.offload_params:
+    if zero_settings.offload_params:
         zero["offload_param"] = {"device": "cpu", "pin_memory": False}
-    if section.zero_stage == 3:
+    if zero_settings.zero_stage == 3:
         # gather small models whole; keeps CPU runs from fragmenting into many tiny collectives
         zero.update({"stage3_param_persistence_threshold": 0, "stage3_prefetch_bucket_size": 5e7})
     return {
         "train_micro_batch_size_per_gpu": micro,
         "gradient_accumulation_steps": accumulation,
         "train_batch_size": micro * accumulation * world_size,
-        "gradient_clipping": max_grad_norm,
+        "gradient_clipping": settings.max_grad_norm,
         "zero_optimization": zero,
         "bf16": {"enabled": dtype == "bf16"},
         # we pass a torch optimizer: no C++ op build; required for offload with a client optimizer

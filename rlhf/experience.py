@@ -1,5 +1,5 @@
-"""The batch that travels between roles: one dataclass of tensors, sliced into shards for actors and concatenated
-back, sent through the Ray object store as a single object."""
+"""The batch that travels between roles: one dataclass of tensors, sliced into shards for actors (`rlhf.sharding`)
+and concatenated back, sent through the Ray object store as a single object."""
 from __future__ import annotations
 
 import dataclasses
@@ -60,11 +60,6 @@ class Experience:
         values = {name: (None if getattr(self, name) is None else getattr(self, name)[rows])
                   for name in self._tensor_fields()}
         return Experience(prompt_length=self.prompt_length, **values)
-
-    def shard(self, rank: int, world_size: int) -> "Experience":
-        """The contiguous block of rows that data-parallel rank `rank` of `world_size` owns."""
-        size = len(self) // world_size
-        return self.select(slice(rank * size, (rank + 1) * size))
 
     def replace(self, **changes) -> "Experience":
         return dataclasses.replace(self, **changes)

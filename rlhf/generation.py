@@ -78,3 +78,7 @@ class HFGenerateEngine:
         real_missing = [k for k in missing if k not in getattr(self.model, "_tied_weights_keys", {}) and "lm_head" not in k]
         if unexpected or real_missing:
             raise RuntimeError(f"weight sync mismatch: missing {real_missing[:3]}, unexpected {unexpected[:3]}")
+
+
+# the table the config's `rollout.engine` choices come from: name -> class built as cls(model, tokenizer, device)
+ENGINES = {"hf": HFGenerateEngine}

@@ -83,10 +83,19 @@ def make_tiny_model(folder: str | Path, num_layers: int = 2, hidden_size: int = 
     return _atomic_dir(Path(folder), write)
 
 
-def resolve_model_path(name: str, cache_dir: str, tiny=None) -> str:
-    """'tiny' -> the cached tiny model folder (made on first use); a local path with ~ expanded; else unchanged."""
+def resolve_model_path(name: str, cache_dir: str, tiny=None, key: str = "model") -> str:
+    """'tiny' -> the cached tiny model folder (made on first use); a local path with ~ expanded, checked to exist and
+    to hold a Hugging Face model (errors name the config `key`); a hub name ('org/name') unchanged."""
     if name != "tiny":
-        return os.path.expanduser(name)
+        from .data.loading import looks_local, missing_path_error
+
+        path = os.path.expanduser(name)
+        if os.path.exists(path):
+            if not (Path(path) / "config.json").is_file():
+                raise ModelLoadError(f"{key}: {path} holds no config.json (not a Hugging Face model folder)")
+        elif looks_local(name):
+            raise ModelLoadError(missing_path_error(name, key))
+        return path
     shape = (tiny.num_layers, tiny.hidden_size, tiny.num_heads) if tiny else (2, 64, 4)
     folder = Path(cache_dir).expanduser() / "tiny-llama-{}x{}h{}".format(*shape)
     if not (folder / "config.json").exists():
@@ -109,13 +118,20 @@ def disable_dropout(model: nn.Module) -> nn.Module:
     return model
 
 
+def _load_failure(path: str, error: Exception) -> str:
+    """The first line of a loader's error; for a name that is not on disk, say that first (offline, the hub
+    lookup's own message is about the hub, not about the missing folder)."""
+    first = (str(error).splitlines() or [type(error).__name__])[0]
+    return first if os.path.exists(path) else f"no such file or directory, and not loadable as a hub model ({first})"
+
+
 def load_tokenizer(path: str):
     from transformers import AutoTokenizer
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as error:
-        raise ModelLoadError(f"cannot load tokenizer from {path!r}: {str(error).splitlines()[0]}") from None
+        raise ModelLoadError(f"cannot load tokenizer from {path!r}: {_load_failure(path, error)}") from None
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -130,7 +146,7 @@ def load_causal_lm(path: str, dtype: torch.dtype = torch.float32):
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     except (OSError, ValueError) as error:
-        raise ModelLoadError(f"cannot load causal LM from {path!r}: {str(error).splitlines()[0]}") from None
+        raise ModelLoadError(f"cannot load causal LM from {path!r}: {_load_failure(path, error)}") from None
     return disable_dropout(model)
 
 
@@ -148,7 +164,7 @@ def load_scalar_model(path: str, dtype: torch.dtype = torch.float32):
         config.classifier_dropout = 0.0
         model = AutoModelForTokenClassification.from_pretrained(path, config=config, dtype=dtype)
     except (OSError, ValueError) as error:
-        raise ModelLoadError(f"cannot load scalar-head model from {path!r}: {str(error).splitlines()[0]}") from None
+        raise ModelLoadError(f"cannot load scalar-head model from {path!r}: {_load_failure(path, error)}") from None
     return disable_dropout(model)
 
 

@@ -42,3 +42,13 @@ def call_reward_function(function, spec: str, prompts: list[str], responses: lis
         bad = int((~torch.isfinite(tensor)).nonzero()[0])
         raise RewardFunctionError(f"reward.function {spec!r} returned a non-finite score at index {bad}")
     return tensor
+
+
+def probe_reward_function(spec: str, prompts: list[str], responses: list[str]) -> None:
+    """Import `spec` and call it once on a few sample rows, so that a function which raises, returns the wrong
+    number of scores or a non-finite one fails in seconds, before any actor starts."""
+    function = load_reward_function(spec)
+    try:
+        call_reward_function(function, spec, prompts, responses)
+    except RewardFunctionError as error:
+        raise RewardFunctionError(f"{error} (in a trial call on {len(prompts)} sample rows, before start)") from None

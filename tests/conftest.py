@@ -1,11 +1,25 @@
-"""Shared fixtures: one local Ray cluster (loopback only) for the whole session, and small run configs."""
+"""Shared fixtures: one local Ray cluster (loopback only) for the whole session, one model cache, and small run
+configs. Everything a test writes (models, datasets caches, runs) goes under a temporary folder, never the user's
+cache: RLHF_TEST_CACHE, HF_HOME and the model cache point there for this process, its subprocesses and Ray workers.
+Tests that start Ray (directly or through a driver) are marked `ray` automatically."""
 import os
+import tempfile
 
 import pytest
 
+_CACHE = tempfile.mkdtemp(prefix="rlhf-test-cache-")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ["RLHF_TEST_CACHE"] = _CACHE
+os.environ["HF_HOME"] = os.path.join(_CACHE, "huggingface")          # datasets' cache of loaded json files
+os.environ["HF_DATASETS_CACHE"] = os.path.join(_CACHE, "huggingface", "datasets")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "ray_cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.ray)
 
 
 @pytest.fixture(scope="session")
@@ -13,14 +27,16 @@ def ray_cluster():
     import ray
 
     ray.init(num_cpus=12, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
+             runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false", "HF_HOME": os.environ["HF_HOME"]}})
     yield
     ray.shutdown()
 
 
 @pytest.fixture(scope="session")
-def model_cache(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("model_cache"))
+def model_cache():
+    path = os.path.join(_CACHE, "models")
+    os.makedirs(path, exist_ok=True)
+    return path
 
 
 def small_config(tmp_path, model_cache, name="run", **sections):

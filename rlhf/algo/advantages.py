@@ -3,11 +3,12 @@
 All take per-token rewards (B, R) on response tokens (mask 1) and return (advantages, returns), both (B, R),
 zero on masked positions.
 """
+from dataclasses import dataclass
+from typing import Callable
+
 import torch
 
 from .masked import masked_whiten
-
-ESTIMATORS = ("gae", "grpo", "rloo", "reinforce++")
 
 
 def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float):
@@ -40,31 +41,60 @@ def discounted_returns(rewards: torch.Tensor, mask: torch.Tensor, gamma: float) 
     return returns * mask
 
 
-def group_baseline_advantages(rewards: torch.Tensor, mask: torch.Tensor, group_size: int, method: str, eps: float = 1e-6):
-    """Critic-free advantages from a group of `group_size` samples of the same prompt (rows grouped contiguously).
+def _sequence_returns(rewards: torch.Tensor, mask: torch.Tensor, group_size: int) -> torch.Tensor:
+    """R_i = sum_t r_t per sample (KL penalty included when folded into the reward), as (prompts, group_size)."""
+    if group_size < 2 or rewards.shape[0] % group_size:
+        raise ValueError(f"a group baseline needs >= 2 samples per prompt and whole groups; got group size "
+                         f"{group_size} for {rewards.shape[0]} rows")
+    return (rewards * mask).sum(dim=1).view(-1, group_size)
 
-    The sequence return R_i = sum_t r_t (KL penalty included when folded into the reward) is compared with the other
-    samples of its prompt, and the result is given to every token of the response:
-      - GRPO (Shao et al. 2024, DeepSeekMath, sec. 4.1.2): A_i = (R_i - mean_g R) / (std_g R + eps)
-      - RLOO (Ahmadian et al. 2024, "Back to Basics"): A_i = R_i - 1/(k-1) sum_{j != i} R_j
+
+def grpo(rewards: torch.Tensor, mask: torch.Tensor, group_size: int, eps: float = 1e-6):
+    """GRPO (Shao et al. 2024, DeepSeekMath, sec. 4.1.2), outcome supervision: every token of sample i gets
+
+        A_i = (R_i - mean_g R) / (std_g R + eps)       over the `group_size` samples of its prompt (rows contiguous)
     """
-    if group_size < 2:
-        raise ValueError(f"{method} needs at least 2 samples per prompt, got {group_size}")
-    sequence_returns = (rewards * mask).sum(dim=1).view(-1, group_size)
-    if method == "grpo":
-        mean = sequence_returns.mean(dim=1, keepdim=True)
-        std = sequence_returns.std(dim=1, keepdim=True)
-        per_sequence = (sequence_returns - mean) / (std + eps)
-    elif method == "rloo":
-        others_mean = (sequence_returns.sum(dim=1, keepdim=True) - sequence_returns) / (group_size - 1)
-        per_sequence = sequence_returns - others_mean
-    else:
-        raise ValueError(f"unknown group method {method!r}")
-    advantages = per_sequence.view(-1, 1) * mask
-    return advantages, sequence_returns.view(-1, 1) * mask
+    returns = _sequence_returns(rewards, mask, group_size)
+    mean, std = returns.mean(dim=1, keepdim=True), returns.std(dim=1, keepdim=True)
+    return ((returns - mean) / (std + eps)).view(-1, 1) * mask, returns.view(-1, 1) * mask
+
+
+def rloo(rewards: torch.Tensor, mask: torch.Tensor, group_size: int):
+    """RLOO (Ahmadian et al. 2024, "Back to Basics"): the leave-one-out baseline, for every token of sample i
+
+        A_i = R_i - 1/(k-1) * sum_{j != i} R_j
+    """
+    returns = _sequence_returns(rewards, mask, group_size)
+    others_mean = (returns.sum(dim=1, keepdim=True) - returns) / (group_size - 1)
+    return (returns - others_mean).view(-1, 1) * mask, returns.view(-1, 1) * mask
 
 
 def reinforce_plus_plus(rewards: torch.Tensor, mask: torch.Tensor, gamma: float):
     """REINFORCE++ (Hu 2025): per-token discounted returns G_t, whitened over the global batch, as advantages."""
     returns = discounted_returns(rewards, mask, gamma)
     return masked_whiten(returns, mask), returns
+
+
+# ---- the table the config's `ppo.advantage_estimator` choices come from -------------------------------------------
+
+@dataclass(frozen=True)
+class Estimator:
+    """`estimate(rewards, mask, values, ppo, group_size) -> (advantages, returns)`; `ppo` is the PPOConfig."""
+
+    estimate: Callable
+    uses_critic: bool          # a value role is started and trained
+    min_group_size: int = 1    # samples per prompt it needs
+
+
+def _gae(rewards, mask, values, ppo, group_size):
+    advantages, returns = gae(rewards, values, mask, ppo.gamma, ppo.lam)
+    return (masked_whiten(advantages, mask) if ppo.whiten_advantages else advantages), returns
+
+
+ESTIMATORS: dict[str, Estimator] = {
+    "gae": Estimator(_gae, uses_critic=True),
+    "grpo": Estimator(lambda rewards, mask, values, ppo, n: grpo(rewards, mask, n), uses_critic=False, min_group_size=2),
+    "rloo": Estimator(lambda rewards, mask, values, ppo, n: rloo(rewards, mask, n), uses_critic=False, min_group_size=2),
+    "reinforce++": Estimator(lambda rewards, mask, values, ppo, n: reinforce_plus_plus(rewards, mask, ppo.gamma),
+                             uses_critic=False),
+}

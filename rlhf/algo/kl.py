@@ -9,19 +9,19 @@ InstructGPT (Ouyang et al. 2022, eq. 2) uses k1 folded into the reward: r_t = -b
 """
 import torch
 
-ESTIMATORS = ("k1", "k2", "k3")
+# log r -> per-token estimate; the table the config's `ppo.kl_estimator` choices come from
+ESTIMATORS = {
+    "k1": lambda log_ratio: -log_ratio,
+    "k2": lambda log_ratio: 0.5 * log_ratio**2,
+    "k3": lambda log_ratio: torch.expm1(log_ratio) - log_ratio,
+}
 
 
 def kl_estimate(logprobs: torch.Tensor, reference_logprobs: torch.Tensor, estimator: str = "k1") -> torch.Tensor:
     """Per-token KL estimate from policy and reference log-probs of the sampled tokens (same shape out)."""
-    log_ratio = reference_logprobs - logprobs
-    if estimator == "k1":
-        return -log_ratio
-    if estimator == "k2":
-        return 0.5 * log_ratio**2
-    if estimator == "k3":
-        return torch.expm1(log_ratio) - log_ratio
-    raise ValueError(f"unknown KL estimator {estimator!r}; expected one of {ESTIMATORS}")
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"unknown KL estimator {estimator!r}; expected one of {', '.join(ESTIMATORS)}")
+    return ESTIMATORS[estimator](reference_logprobs - logprobs)
 
 
 class FixedKLController:

@@ -71,13 +71,17 @@ def kl_loss(logprobs, reference_logprobs, mask, estimator: str, num_tokens=None)
     return _token_mean(kl_estimate(logprobs, reference_logprobs, estimator), mask, num_tokens)
 
 
+def token_nll(logits, labels):
+    """-log p(x_t | x_<t) per token, (B, T): `logits[:, t]` predicts `labels[:, t]`."""
+    return F.cross_entropy(logits.float().transpose(1, 2), labels, reduction="none")
+
+
 def lm_loss(logits, labels, mask, num_tokens=None):
-    """Next-token cross-entropy -log p(x_t | x_<t) on masked tokens. `logits[:, t]` predicts `labels[:, t]`.
+    """Next-token cross-entropy -log p(x_t | x_<t), the token mean of `token_nll` on masked tokens.
 
     Used for PPO-ptx (InstructGPT eq. 2, the gamma * E_pretrain[log pi(x)] term) and for SFT (response tokens only).
     """
-    nll = F.cross_entropy(logits.float().transpose(1, 2), labels, reduction="none")
-    return _token_mean(nll, mask, num_tokens)
+    return _token_mean(token_nll(logits, labels), mask, num_tokens)
 
 
 def ranking_pairs(ranks: list[int]) -> list[tuple[int, int]]:
@@ -108,15 +112,23 @@ def ranking_batch_loss(rewards: torch.Tensor, ranks: torch.Tensor, margin: float
     is the sum over prompts divided by `num_prompts` (the global batch's prompt count; this shard's when None).
     Returns (loss, stats) with stats as sums over `num_prompts` too, plus raw pair counts for exact accuracy.
     """
-    total, accuracy, correct, pairs_seen = rewards.new_zeros(()), 0.0, 0.0, 0
+    losses, accuracies, pair_counts = ranking_prompt_losses(rewards, ranks, margin)
+    total = losses.sum()
+    count = float(num_prompts if num_prompts is not None else rewards.shape[0])
+    return total / count, {"rm/loss": total.detach() / count, "rm/accuracy": accuracies.sum().item() / count,
+                           "rm/correct_pairs": (accuracies * pair_counts).sum().item(),
+                           "rm/pairs": pair_counts.sum().item()}
+
+
+def ranking_prompt_losses(rewards: torch.Tensor, ranks: torch.Tensor, margin: float = 0.0):
+    """Per prompt of a batch (rewards and ranks (P, K), rank 0 = no response): the K-wise loss
+    (`kwise_ranking_loss`), the pair accuracy, and the number of pairs; three (P,) tensors."""
+    losses, accuracies, pair_counts = [], [], []
     for prompt_rewards, prompt_ranks in zip(rewards, ranks):
         valid = prompt_ranks > 0
         pairs = ranking_pairs(prompt_ranks[valid].tolist())
-        loss, acc = kwise_ranking_loss(prompt_rewards[valid], pairs, margin)
-        total = total + loss
-        accuracy += acc.item()
-        correct += acc.item() * len(pairs)
-        pairs_seen += len(pairs)
-    count = float(num_prompts if num_prompts is not None else rewards.shape[0])
-    return total / count, {"rm/loss": total.detach() / count, "rm/accuracy": accuracy / count,
-                           "rm/correct_pairs": correct, "rm/pairs": pairs_seen}
+        loss, accuracy = kwise_ranking_loss(prompt_rewards[valid], pairs, margin)
+        losses.append(loss)
+        accuracies.append(accuracy.detach())
+        pair_counts.append(float(len(pairs)))
+    return torch.stack(losses), torch.stack(accuracies).float(), torch.tensor(pair_counts)

@@ -7,7 +7,7 @@ import torch
 from ..experience import Experience
 from . import advantages as adv
 from .kl import kl_estimate
-from .masked import RunningMoments, masked_mean, masked_whiten
+from .masked import RunningMoments, masked_mean
 from .rewards import shape_scores, token_rewards
 
 
@@ -24,14 +24,8 @@ def compute_advantages(exp: Experience, ppo, reward_cfg, kl_coef: float, group_s
     penalty_coef = kl_coef if ppo.kl_mode == "reward" else 0.0
     rewards = token_rewards(scores, kl, mask, penalty_coef)
 
-    if ppo.advantage_estimator == "gae":
-        advantages, returns = adv.gae(rewards, exp.values, mask, ppo.gamma, ppo.lam)
-        if ppo.whiten_advantages:
-            advantages = masked_whiten(advantages, mask)
-    elif ppo.advantage_estimator in ("grpo", "rloo"):
-        advantages, returns = adv.group_baseline_advantages(rewards, mask, group_size, ppo.advantage_estimator)
-    else:
-        advantages, returns = adv.reinforce_plus_plus(rewards, mask, ppo.gamma)
+    estimator = adv.ESTIMATORS[ppo.advantage_estimator]
+    advantages, returns = estimator.estimate(rewards, mask, exp.values, ppo, group_size)
 
     sequence_kl = kl.sum(dim=1)
     stats = {
@@ -56,7 +50,10 @@ def minibatch_plan(batch_size: int, num_minibatches: int, epochs: int, seed: int
     """Row indices of every minibatch of every epoch: a fresh seeded permutation per epoch, cut into equal parts.
 
     The plan depends only on (batch_size, seed), so every data-parallel layout trains on the same minibatches.
+    Every row is used once per epoch: a batch that does not split into equal minibatches is refused.
     """
+    if batch_size % num_minibatches:
+        raise ValueError(f"{batch_size} rows do not split into {num_minibatches} equal minibatches")
     generator = torch.Generator().manual_seed(seed)
     size = batch_size // num_minibatches
     plan = []
@@ -65,7 +62,3 @@ def minibatch_plan(batch_size: int, num_minibatches: int, epochs: int, seed: int
         plan += [order[i * size:(i + 1) * size] for i in range(num_minibatches)]
     return plan
 
-
-def step_seed(seed: int, step: int, salt: int = 0) -> int:
-    """A deterministic seed per (run seed, step, purpose), so resumed runs replay exactly without saved RNG state."""
-    return (seed * 1_000_003 + step * 10_007 + salt) % (2**31 - 1)

@@ -2,30 +2,20 @@
 the response (and a closing EOS) as the only training target."""
 from __future__ import annotations
 
-from .loading import DataError, load_records, require_text
-from .toy import toy_records
-
-
-def load_rows(spec: str, kind: str, split: str = "train") -> list[dict]:
-    if spec.startswith("toy:"):
-        try:
-            return toy_records(spec[4:], kind)
-        except ValueError as error:
-            raise DataError(f"{spec}: {error}") from None
-    return list(load_records(spec, split))
+from .loading import DataError, at_row, require_text
 
 
 def _chat_pair(row: dict, key: str, source: str, index: int) -> tuple[list[dict], str]:
     messages = row[key]
     if not isinstance(messages, list) or not messages:
-        raise DataError(f"{source}: row {index}: {key!r} should be a non-empty list of {{role, content}} messages")
+        raise DataError(f"{at_row(source, index)}: {key!r} should be a non-empty list of {{role, content}} messages")
     for m, message in enumerate(messages):
         if not isinstance(message, dict) or not {"role", "content"} <= set(message):
-            raise DataError(f"{source}: row {index}: message {m} needs 'role' and 'content'")
+            raise DataError(f"{at_row(source, index)}: message {m} needs 'role' and 'content'")
     if messages[-1]["role"] != "assistant":
-        raise DataError(f"{source}: row {index}: the last message should be the assistant's response")
+        raise DataError(f"{at_row(source, index)}: the last message should be the assistant's response")
     if not str(messages[-1]["content"]).strip():
-        raise DataError(f"{source}: row {index}: the assistant response is empty")
+        raise DataError(f"{at_row(source, index)}: the assistant response is empty")
     return messages[:-1], messages[-1]["content"]
 
 
@@ -36,11 +26,11 @@ def tokenize_demonstrations(rows: list[dict], section, tokenizer, source: str) -
         if row.get(section.messages_key) is not None:
             history, response = _chat_pair(row, section.messages_key, source, index)
             if tokenizer.chat_template is None:
-                raise DataError(f"{source}: row {index}: chat messages need a tokenizer with a chat template")
+                raise DataError(f"{at_row(source, index)}: chat messages need a tokenizer with a chat template")
             prompt = tokenizer.apply_chat_template(history, tokenize=False, add_generation_prompt=True)
         else:
             if section.prompt_key not in row and section.response_key not in row:
-                raise DataError(f"{source}: row {index}: expected {section.prompt_key!r}/{section.response_key!r} or "
+                raise DataError(f"{at_row(source, index)}: expected {section.prompt_key!r}/{section.response_key!r} or "
                                 f"{section.messages_key!r} (row has: {', '.join(sorted(row))})")
             prompt = require_text(row, section.prompt_key, source, index)
             response = require_text(row, section.response_key, source, index)
@@ -58,6 +48,6 @@ def encode_pair(tokenizer, prompt: str, response: str, max_length: int, source: 
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     response_ids = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     if len(prompt_ids) >= max_length:
-        raise DataError(f"{source}: row {index}: prompt has {len(prompt_ids)} tokens, leaving no room for the "
+        raise DataError(f"{at_row(source, index)}: prompt has {len(prompt_ids)} tokens, leaving no room for the "
                         f"response within max_length {max_length}")
     return prompt_ids, response_ids[:max_length - len(prompt_ids)]

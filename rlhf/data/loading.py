@@ -1,15 +1,35 @@
 """Load records from local json/jsonl/parquet/csv files or folders (or hub names when online) through `datasets`,
-and validate rows with the file and row named in the error."""
+and validate rows with the file and row named in the error. One convention for positions in messages: rows and
+lines are counted from 1, as an editor shows them ("row 1" is the first record)."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+from .toy import toy_records
 
 SUFFIX_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
 
 
 class DataError(ValueError):
     """Bad input data, worded as one line naming the file and row."""
+
+
+def at_row(source: str, index: int) -> str:
+    """'<source>: row N' for the record at 0-based `index` (N counts from 1)."""
+    return f"{source}: row {index + 1}"
+
+
+def looks_local(spec: str) -> bool:
+    """A path rather than a hub name ('name' or 'org/name'): absolute, relative with ./ ../ ~, nested deeper than
+    org/name, or ending in a file suffix. Used to say 'no such file or directory' instead of a hub error."""
+    path = Path(spec)
+    return (spec.startswith((".", "~", "/", "\\")) or len(path.parts) > 2 or path.suffix in SUFFIX_BUILDERS
+            or path.suffix in (".yaml", ".safetensors", ".bin", ".gguf"))
+
+
+def missing_path_error(spec: str, key: str = "") -> str:
+    return f"{key + ': ' if key else ''}no such file or directory: {spec}"
 
 
 def _check_json_lines(file: Path) -> None:
@@ -35,12 +55,14 @@ def _local_files(path: Path) -> list[Path]:
     return files
 
 
-def load_records(spec: str, split: str = "train"):
-    """A `datasets.Dataset` from a local file/folder or a hub dataset name. Returns (dataset, source name)."""
+def load_records(spec: str, split: str = "train", key: str = ""):
+    """A `datasets.Dataset` from a local file/folder or a hub dataset name; `key` names the config key in errors."""
     import datasets
 
     datasets.disable_progress_bars()
     path = Path(spec).expanduser()
+    if not path.exists() and looks_local(spec):
+        raise DataError(missing_path_error(spec, key))
     try:
         if path.exists():
             files = _local_files(path)
@@ -67,9 +89,19 @@ def require_text(row: dict, key: str, source: str, index: int) -> str:
     value = row.get(key)
     if value is None:  # `datasets` fills a key that some rows lack with null
         present = ", ".join(sorted(k for k, v in row.items() if v is not None)) or "nothing"
-        raise DataError(f"{source}: row {index}: missing key {key!r} (row has: {present})")
+        raise DataError(f"{at_row(source, index)}: missing key {key!r} (row has: {present})")
     if not isinstance(value, str):
-        raise DataError(f"{source}: row {index}: {key!r} should be a string, got {type(value).__name__}")
+        raise DataError(f"{at_row(source, index)}: {key!r} should be a string, got {type(value).__name__}")
     if not value.strip():
-        raise DataError(f"{source}: row {index}: {key!r} is empty")
+        raise DataError(f"{at_row(source, index)}: {key!r} is empty")
     return value
+
+
+def load_rows(spec: str, kind: str, split: str = "train", key: str = "") -> list[dict]:
+    """Rows of a file, folder, hub dataset or bundled 'toy:<task>'; `key` names the config key in errors."""
+    if spec.startswith("toy:"):
+        try:
+            return toy_records(spec[4:], kind)
+        except ValueError as error:
+            raise DataError(f"{key + ': ' if key else ''}{spec}: {error}") from None
+    return list(load_records(spec, split, key))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .loading import load_records, require_text
+from .loading import DataError, load_records, require_text
 from .prompts import PromptStream
 
 
@@ -11,15 +11,14 @@ class PretrainTexts:
     """Tokenized texts and a seeded stream over them; `next_batch(n)` -> (input_ids, attention_mask)."""
 
     def __init__(self, spec: str, text_key: str, tokenizer, max_length: int, seed: int, split: str = "train"):
-        rows = load_records(spec, split)
+        rows = load_records(spec, split, key="data.ptx")
         texts = [require_text(row, text_key, spec, i) for i, row in enumerate(rows)]
         ids = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=max_length)["input_ids"]
         self.ids = [row for row in ids if len(row) >= 2]
         if not self.ids:
-            from .loading import DataError
             raise DataError(f"{spec}: no text has 2 or more tokens")
         self.pad_id = tokenizer.pad_token_id
-        self.stream = PromptStream(len(self.ids), seed + 7)
+        self.stream = PromptStream(len(self.ids), seed, "ptx_order")
 
     def next_batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         rows = [self.ids[i] for i in self.stream.next_indices(size)]

@@ -4,19 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from .loading import DataError, load_records, require_text
-from .toy import toy_records
+from ..seeding import derive_seed
+from .loading import DataError, at_row, load_rows, require_text
 
 
-def load_prompt_texts(spec: str, input_key: str, split: str = "train") -> tuple[list[str], str]:
+def load_prompt_texts(spec: str, input_key: str, split: str = "train", key: str = "data.prompts") -> tuple[list[str], str]:
     """Validated prompt strings from a file, folder, hub name or 'toy:<task>'. Returns (prompts, source)."""
-    if spec.startswith("toy:"):
-        try:
-            rows, source = toy_records(spec[4:]), spec
-        except ValueError as error:
-            raise DataError(f"data.prompts: {error}") from None
-    else:
-        rows, source = load_records(spec, split), spec
+    rows, source = load_rows(spec, "prompts", split, key), spec
     return [require_text(row, input_key, source, i) for i, row in enumerate(rows)], source
 
 
@@ -34,10 +28,10 @@ def tokenize_prompts(texts: list[str], tokenizer, max_length: int, source: str, 
     ids = tokenizer(formatted, add_special_tokens=False)["input_ids"]
     for index, row in enumerate(ids):
         if len(row) > max_length:
-            raise DataError(f"{source}: row {index}: prompt has {len(row)} tokens, over data.max_prompt_length "
+            raise DataError(f"{at_row(source, index)}: prompt has {len(row)} tokens, over data.max_prompt_length "
                             f"{max_length}")
         if not row:
-            raise DataError(f"{source}: row {index}: prompt is empty after tokenization")
+            raise DataError(f"{at_row(source, index)}: prompt is empty after tokenization")
     return formatted, ids
 
 
@@ -54,15 +48,15 @@ def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Te
 
 
 class PromptStream:
-    """Endless batches of prompt indices, reshuffled each epoch with a generator seeded by (seed, epoch)."""
+    """Endless batches of row indices, reshuffled each epoch by the seed stream (run seed, `purpose`, epoch)."""
 
-    def __init__(self, num_rows: int, seed: int):
-        self.num_rows, self.seed = num_rows, seed
+    def __init__(self, num_rows: int, seed: int, purpose: str = "prompt_order"):
+        self.num_rows, self.seed, self.purpose = num_rows, seed, purpose
         self.epoch, self.position = 0, 0
         self._order = self._permutation()
 
     def _permutation(self) -> list[int]:
-        generator = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, self.purpose, self.epoch))
         return torch.randperm(self.num_rows, generator=generator).tolist()
 
     def next_indices(self, count: int) -> list[int]:

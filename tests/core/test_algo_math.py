@@ -95,17 +95,17 @@ def test_gae_hand_computed():
 def test_critic_free_estimators():
     m = torch.ones(3, 1)
     rewards = T([[1.0], [2.0], [6.0]])
-    a, _ = adv.group_baseline_advantages(rewards, m, 3, "rloo")
+    a, _ = adv.rloo(rewards, m, 3)
     close(a, [[-3.0], [-1.5], [4.5]])   # R_i - mean of the two others
-    a, _ = adv.group_baseline_advantages(rewards, m, 3, "grpo")
+    a, _ = adv.grpo(rewards, m, 3)
     s7 = math.sqrt(7.0)                  # unbiased std of [1, 2, 6]
     close(a, [[-2 / s7], [-1 / s7], [3 / s7]], 1e-4)
     close(adv.discounted_returns(T([[1.0, 0.0, 2.0]]), torch.ones(1, 3), 0.5), [[1.5, 1.0, 2.0]])
     a, ret = adv.reinforce_plus_plus(T([[1.0, 0.0, 2.0]]), torch.ones(1, 3), 0.5)
     close(ret, [[1.5, 1.0, 2.0]])
     close(a, [[0.0, -1.0, 1.0]], 1e-4)  # whiten [1.5, 1, 2]: mean 1.5, std .5
-    with pytest.raises(ValueError, match="at least 2"):
-        adv.group_baseline_advantages(rewards, m, 1, "grpo")
+    with pytest.raises(ValueError, match=">= 2 samples per prompt"):
+        adv.grpo(rewards, m, 1)
 
 
 def test_policy_loss_clipping():

@@ -4,9 +4,9 @@ import pytest
 from rlhf.config import Config, ConfigError, bundled_default, load_config, parse_overrides
 
 
-def error_of(*overrides, path=None):
+def error_of(*overrides, path=None, stage="ppo"):
     with pytest.raises(ConfigError) as info:
-        load_config(path, list(overrides))
+        load_config(path, list(overrides), stage=stage)
     message = str(info.value)
     assert "\n" not in message
     return message

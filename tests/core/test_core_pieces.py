@@ -5,6 +5,8 @@ import os
 import pytest
 import torch
 
+from rlhf.sharding import shard
+
 from rlhf.checkpoint import CheckpointManager
 from rlhf.experience import Experience
 from rlhf.generation import HFGenerateEngine, SamplingParams, response_mask_from_tokens
@@ -43,7 +45,7 @@ def test_experience_shard_select_concat():
     exp = Experience(sequences=torch.arange(12).view(4, 3), attention_mask=torch.ones(4, 3, dtype=torch.long),
                      response_mask=torch.ones(4, 1), ends_with_eos=torch.ones(4, dtype=torch.bool),
                      prompt_index=torch.arange(4), prompt_length=2)
-    parts = [exp.shard(r, 2) for r in range(2)]
+    parts = [shard(exp, r, 2) for r in range(2)]
     assert parts[1].prompt_index.tolist() == [2, 3] and parts[0].values is None
     assert torch.equal(Experience.concat(parts).sequences, exp.sequences)
     assert exp.responses.tolist() == [[2], [5], [8], [11]]

@@ -37,10 +37,10 @@ def test_bad_rows_are_named(tmp_path):
     with pytest.raises(DataError, match=r"broken.jsonl: line 2: invalid JSON"):
         load_prompt_texts(str(broken), "prompt")
     path = write_jsonl(tmp_path / "keys.jsonl", [{"prompt": "a"}, {"question": "b"}])
-    with pytest.raises(DataError, match=r"keys.jsonl: row 1: missing key 'prompt'"):
+    with pytest.raises(DataError, match=r"keys.jsonl: row 2: missing key 'prompt'"):
         load_prompt_texts(path, "prompt")
     path = write_jsonl(tmp_path / "empty_text.jsonl", [{"prompt": "a"}, {"prompt": "  "}])
-    with pytest.raises(DataError, match=r"row 1: 'prompt' is empty"):
+    with pytest.raises(DataError, match=r"empty_text.jsonl: row 2: 'prompt' is empty"):
         load_prompt_texts(path, "prompt")
     (tmp_path / "none.jsonl").write_text("")
     with pytest.raises(DataError, match="none.jsonl"):
@@ -51,7 +51,7 @@ def test_bad_rows_are_named(tmp_path):
 
 def test_prompt_length_limit_names_the_row():
     tokenizer = build_char_tokenizer()
-    with pytest.raises(DataError, match=r"src: row 1: prompt has 10 tokens, over data.max_prompt_length 5"):
+    with pytest.raises(DataError, match=r"src: row 2: prompt has 10 tokens, over data.max_prompt_length 5"):
         tokenize_prompts(["abc", "abcdefghij"], tokenizer, 5, "src")
 
 

@@ -8,9 +8,10 @@ import torch
 from rlhf.batches import collate_rankings, collate_sft, flatten_rankings, length_grouped_order, unflatten_scores
 from rlhf.config import RMConfig, SFTConfig
 from rlhf.data.comparisons import tokenize_comparisons
-from rlhf.data.demonstrations import load_rows, tokenize_demonstrations
-from rlhf.data.loading import DataError
+from rlhf.data.demonstrations import tokenize_demonstrations
+from rlhf.data.loading import DataError, load_rows
 from rlhf.models import build_char_tokenizer, load_reward_normalization, save_reward_normalization
+from rlhf.sharding import shard
 
 TOKENIZER = build_char_tokenizer()
 
@@ -34,11 +35,11 @@ def test_chat_messages_become_prompt_and_response():
 
 
 @pytest.mark.parametrize("row,message", [
-    ({"prompt": "p", "response": " "}, "row 0: 'response' is empty"),
-    ({"prompt": "p", "answer": "x"}, "row 0: missing key 'response'"),
-    ({"question": "p", "answer": "x"}, "row 0: expected 'prompt'/'response' or 'messages' (row has: answer, question)"),
-    ({"messages": [{"role": "user", "content": "x"}]}, "row 0: the last message should be the assistant's response"),
-    ({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": ""}]}, "row 0: the assistant response is empty"),
+    ({"prompt": "p", "response": " "}, "row 1: 'response' is empty"),
+    ({"prompt": "p", "answer": "x"}, "row 1: missing key 'response'"),
+    ({"question": "p", "answer": "x"}, "row 1: expected 'prompt'/'response' or 'messages' (row has: answer, question)"),
+    ({"messages": [{"role": "user", "content": "x"}]}, "row 1: the last message should be the assistant's response"),
+    ({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": ""}]}, "row 1: the assistant response is empty"),
 ])
 def test_bad_demonstrations_name_file_and_row(row, message):
     with pytest.raises(DataError, match="demos.jsonl: " + message.replace("(", r"\(").replace(")", r"\)")):
@@ -56,7 +57,7 @@ def test_rankings_one_forward_per_response():
     assert TOKENIZER.decode(ids[3][mask[3].bool()], skip_special_tokens=True) == "qgood"
     scores = unflatten_scores(torch.arange(5.0), valid)
     assert scores.tolist() == [[0.0, 1.0, 2.0], [3.0, 4.0, 0.0]]
-    assert len(batch.shard(1, 2)) == 1
+    assert len(shard(batch, 1, 2)) == 1
 
 
 @pytest.mark.parametrize("row,message", [
@@ -68,7 +69,7 @@ def test_rankings_one_forward_per_response():
     ({"prompt": "p", "best": "a", "worst": "b"}, "expected 'chosen'/'rejected' or 'responses'"),
 ])
 def test_bad_comparisons_name_file_and_row(row, message):
-    with pytest.raises(DataError, match="cmp.jsonl: row 0: " + message):
+    with pytest.raises(DataError, match="cmp.jsonl: row 1: " + message):
         tokenize_comparisons([row], RMConfig(), TOKENIZER, "cmp.jsonl")
 
 
@@ -100,3 +101,14 @@ def test_toy_rankings_follow_the_ground_truth():
         scores = [repeat_digit_score(row["prompt"], r) for r in row["responses"]]
         best = row["ranks"].index(1)
         assert scores[best] == max(scores)
+
+
+def test_unnamed_list_column_is_not_read_as_ordered(tmp_path):
+    row = {"prompt": "p", "responses": ["a", "b"], "ranking": [2, 1]}
+    with pytest.raises(DataError, match="cmp.jsonl: row 1: list column 'ranking' is not named by the config and there "
+                                        "is no 'ranks' column; if it holds the ranks, set rm.ranks_key: ranking"):
+        tokenize_comparisons([row], RMConfig(), TOKENIZER, "cmp.jsonl")
+    named = tokenize_comparisons([row], RMConfig(ranks_key="ranking"), TOKENIZER, "cmp.jsonl")
+    assert named[0][1] == [2, 1]
+    ordered = tokenize_comparisons([{"prompt": "p", "responses": ["a", "b"]}], RMConfig(), TOKENIZER, "cmp.jsonl")
+    assert ordered[0][1] == [1, 2]

@@ -18,7 +18,7 @@ def stage_config(tmp_path, model_cache, name, role, actors, stage):
     tree["sft"].update(epochs=0.1, eval_every=3, micro_batch_size=8)
     tree["rm"].update(epochs=0.05, eval_every=3, micro_batch_size=4, normalize="shift_scale", reference_samples=64)
     tree["actors"] = {role: {"num_actors": actors}}
-    tree["deepspeed"][{"policy": "policy", "reward": "reward"}[role]] = {"zero_stage": stage, "micro_batch_size": 8}
+    tree[{"policy": "sft", "reward": "rm"}[role]]["deepspeed"] = {"zero_stage": stage}
     return build_config(tree, "test")
 
 
