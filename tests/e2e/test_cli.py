@@ -95,9 +95,16 @@ def test_wrong_reward_function_and_taken_run_directory_fail_before_start(tmp_pat
                                 str(tmp_path / "cmp.jsonl")))
     assert "cmp.jsonl: row 2: list column 'ranking' is not named by the config" in line
     assert "set rm.ranks_key: ranking" in line
+    line = error_line(rlhf_here("sft", "--run.output_dir", str(tmp_path / "new"), "--sft.validation_fraction", "0"))
+    assert "sft.validation_fraction 0.0 of 2000 demonstrations holds none out for validation" in line
+    # the pipeline checks all three stage configs, as they will run, before its first stage starts
+    line = error_line(rlhf_here("pipeline", "--run.output_dir", str(tmp_path / "new"), "--ppo.num_minibatches", "3"))
+    assert "config error for rlhf ppo: ppo.num_minibatches" in line
+    assert not (tmp_path / "new").exists()
 
 
 @pytest.mark.slow
+@pytest.mark.ray      # a whole `rlhf ppo` in a subprocess, with its own Ray cluster
 def test_wandb_offline_run_never_writes_the_api_key(tmp_path):
     secret = "0123456789abcdef0123456789abcdef01234567"
     env = {**ENV, "WANDB_API_KEY": secret}
