@@ -18,7 +18,7 @@ from .reward import RewardWorker
 from .rollout import RolloutWorker
 from .trainable import reduce_train_stats
 from .value import ValueWorker
-from .weight_sync import sync_policy_to_rollout
+from .weight_sync import METHODS as WEIGHT_SYNC_METHODS
 
 
 @dataclass
@@ -47,6 +47,11 @@ class RoleSet:
         self.groups = RoleGroups(cfg, ppo_role_specs(cfg, paths))
         self.policy, self.value = self.groups["policy"], self.groups.get("value")
         self.reference, self.reward, self.rollout = self.groups["reference"], self.groups["reward"], self.groups["rollout"]
+        try:
+            self.weight_sync = WEIGHT_SYNC_METHODS[cfg.rollout.weight_sync](self.policy, self.rollout, cfg)
+        except BaseException:
+            self.groups.shutdown()
+            raise
 
     # ---- one PPO step ----------------------------------------------------------------------------------------
 
@@ -78,8 +83,9 @@ class RoleSet:
             stats.update(reduce_train_stats(results[1], "value"))
         return stats
 
-    def sync_weights(self) -> float:
-        return sync_policy_to_rollout(self.policy, self.rollout)
+    def sync_weights(self) -> dict:
+        """New policy weights into every rollout actor; returns `time/weight_sync` and the policy's extra memory."""
+        return self.weight_sync()
 
     # ---- checkpoints and export --------------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from rlhf.seeding import derive_seed
 from rlhf.sharding import shard_slice
 
 from .base import RoleWorker
-from .weight_sync import decode
+from .weight_sync import DTYPES, SyncGroup, bucket_numel, decode, join_store
 
 
 class RolloutWorker(RoleWorker):
@@ -25,4 +25,32 @@ class RolloutWorker(RoleWorker):
                                     derive_seed(self.cfg.run.seed, purpose, step, self.rank))
 
     def load_weights(self, encoded_state: dict) -> None:
+        """The object-store way: the whole state dict at once."""
         self.engine.load_state_dict(decode(encoded_state))
+
+    def join_weight_sync(self, host: str, port: int, world_size: int, timeout_s: float) -> None:
+        """Join the weight-sync group as rank 1 + this actor's rank (the policy's rank 0 is rank 0)."""
+        store = join_store(host, port, world_size, timeout_s)
+        self.weight_sync = SyncGroup(store, 1 + self.rank, world_size, timeout_s, self.device)
+
+    def check_weight_plan(self, plan: list) -> None:
+        """Every name and shape the policy will send exists here (checked once, before the first sync)."""
+        self.engine.check_weight_names([(name, shape) for bucket in plan for name, shape, _ in bucket])
+
+    def receive_weights(self, plan: list) -> None:
+        """The collective way: one broadcast per bucket, copied into the model in place."""
+        for bucket in plan:
+            flat = torch.empty(bucket_numel(bucket), dtype=DTYPES[bucket[0][2]], device=self.device)
+            self.weight_sync.broadcast(flat)
+            named, offset = [], 0
+            for name, shape, _ in bucket:
+                count = 1
+                for size in shape:
+                    count *= size
+                named.append((name, flat[offset:offset + count].view(shape)))
+                offset += count
+            self.engine.load_weights(named)
+
+    def state_dict(self) -> dict:
+        """The rollout model's weights on CPU (for checks; the sync never needs it)."""
+        return {name: tensor.detach().cpu().clone() for name, tensor in self.engine.model.state_dict().items()}

@@ -90,12 +90,14 @@ class TrainableWorker(RoleWorker):
     # ---- weights and checkpoints ---------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def gathered(self):
-        """Full parameters on every rank for the duration (ZeRO-3 gathers them; other stages hold them already)."""
+    def gathered(self, params: list | None = None):
+        """Full `params` (default: all) on every rank for the duration (ZeRO-3 gathers them, a collective over the
+        role's ranks; other stages hold them already)."""
         if self.zero_stage == 3:
             import deepspeed
 
-            with deepspeed.zero.GatheredParameters(list(self.engine.module.parameters()), modifier_rank=None):
+            params = list(self.engine.module.parameters()) if params is None else params
+            with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
                 yield self.engine.module
         else:
             yield self.engine.module
@@ -107,12 +109,55 @@ class TrainableWorker(RoleWorker):
                 return None
             return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
 
-    def publish_weights(self):
-        """Gather (collective under ZeRO-3) and put the full weights in the object store once; rank 0 returns [ref]."""
-        from .weight_sync import publish
+    # ---- weight sync to rollout actors (actors/weight_sync.py) ------------------------------------------------
 
-        state = self.full_state_dict()
-        return publish(state) if self.rank == 0 else None
+    def publish_weights(self):
+        """Gather (collective under ZeRO-3) and put the full weights in the object store once; rank 0 returns
+        ([ref], extra peak MiB), the other ranks None."""
+        from .weight_sync import ExtraPeakMemory, publish
+
+        with ExtraPeakMemory(self.device) as memory:
+            state = self.full_state_dict()
+            published = publish(state) if self.rank == 0 else None
+            del state
+        return (published, memory.extra_mb) if self.rank == 0 else None
+
+    def weight_plan(self, bucket_mb: float) -> list:
+        """The buckets of (name, shape, dtype) the collective sync sends, in order (the same on every rank)."""
+        from .weight_sync import bucket_plan
+
+        named = [(name, tuple(getattr(p, "ds_shape", p.shape)), str(p.dtype).removeprefix("torch."))
+                 for name, p in self.engine.module.named_parameters()]
+        return bucket_plan(named, bucket_mb)
+
+    def host_weight_sync(self, world_size: int, timeout_s: float) -> tuple[str, int]:
+        """Rank 0: host the store of the weight-sync group; returns its (host, port)."""
+        from .weight_sync import host_store
+
+        self._sync_store, host, port = host_store(world_size, timeout_s)
+        return host, port
+
+    def join_weight_sync(self, world_size: int, timeout_s: float) -> None:
+        """Rank 0: join the weight-sync group as its rank 0, over the store hosted by `host_weight_sync`."""
+        from .weight_sync import SyncGroup
+
+        self.weight_sync = SyncGroup(self._sync_store, 0, world_size, timeout_s, self.device)
+
+    def broadcast_weights(self, plan: list) -> float | None:
+        """Every rank: gather one bucket at a time (ZeRO-3); rank 0 flattens and broadcasts it. Returns rank 0's
+        extra peak memory in MiB."""
+        from .weight_sync import ExtraPeakMemory
+
+        params = dict(self.engine.module.named_parameters())
+        with ExtraPeakMemory(self.device) as memory:
+            for bucket in plan:
+                tensors = [params[name] for name, _, _ in bucket]
+                with self.gathered(tensors):
+                    if self.rank == 0:
+                        flat = torch.cat([t.detach().reshape(-1) for t in tensors]).to(self.device)
+                        self.weight_sync.broadcast(flat)
+                        del flat
+        return memory.extra_mb if self.rank == 0 else None
 
     def save_checkpoint(self, folder: str) -> None:
         """Model, optimizer and scheduler state of every rank, in DeepSpeed's layout (collective)."""

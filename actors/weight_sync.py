@@ -1,14 +1,124 @@
-"""Weight sync from the policy to the rollout actors, one module with one job: the policy's rank 0 puts its full
-(ZeRO-3-gathered) state dict in the Ray object store once as numpy arrays (3-6x faster than torch tensors there);
-every rollout actor reads the same object. bf16 travels as int16 bits (numpy has no bfloat16)."""
+"""Weight sync from the policy to the rollout actors: one module with one job, two ways (`rollout.weight_sync`),
+each timed per step (`time/weight_sync`) and measured for the policy's extra peak memory
+(`memory/weight_sync_extra_mb`).
+
+- `collective` (the way large systems do it): a torch.distributed group of its own spans the policy's rank 0 (rank
+  0 of the group) and every rollout actor (ranks 1..N), NCCL on GPU and gloo on CPU. The policy walks its parameters
+  bucket by bucket (`rollout.weight_sync_bucket_mb`): under ZeRO-3 every policy rank takes part in gathering one
+  bucket, rank 0 flattens it into one tensor and broadcasts it, and each rollout actor copies it into its model in
+  place. The policy's extra memory is one bucket (plus, under ZeRO-3, that bucket's gathered parameters), never
+  the whole model.
+- `object_store` (the fallback, no group to form): rank 0 gathers the full state dict and puts it once in the Ray
+  object store as numpy arrays (3-6x faster than torch tensors there); every rollout actor reads the same object.
+  bf16 travels as int16 bits (numpy has no bfloat16).
+"""
 from __future__ import annotations
 
+import datetime
+import math
 import time
 
 import numpy as np
 import ray
 import torch
 
+from .group import Calls, gather_all
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+# ---- the bucket plan (pure) -----------------------------------------------------------------------------------
+
+def bucket_plan(named_shapes: list[tuple[str, tuple, str]], bucket_mb: float) -> list[list[tuple[str, tuple, str]]]:
+    """(name, shape, dtype) of every parameter, in order, grouped into buckets of at most `bucket_mb` MiB of one
+    dtype each; a parameter larger than a bucket travels alone."""
+    limit = bucket_mb * 2**20
+    buckets: list[list] = []
+    size = 0.0
+    for name, shape, dtype in named_shapes:
+        nbytes = math.prod(shape) * torch.empty((), dtype=DTYPES[dtype]).element_size()
+        if not buckets or size + nbytes > limit or buckets[-1][0][2] != dtype:
+            buckets.append([])
+            size = 0.0
+        buckets[-1].append((name, tuple(shape), dtype))
+        size += nbytes
+    return buckets
+
+
+def bucket_numel(bucket) -> int:
+    return sum(math.prod(shape) for _, shape, _ in bucket)
+
+
+# ---- the group (inside the actors) ------------------------------------------------------------------------------
+
+class SyncGroup:
+    """A process group of its own, not the default one (the policy's rank 0 already belongs to its DeepSpeed
+    group), formed over a TCP store that the policy's rank 0 hosts on a port the OS picks (so it cannot be taken)."""
+
+    def __init__(self, store, rank: int, world_size: int, timeout_s: float, device: torch.device):
+        import torch.distributed as dist
+
+        timeout = datetime.timedelta(seconds=timeout_s)
+        prefixed = dist.PrefixStore("weight_sync", store)
+        if device.type == "cuda":
+            self.group = dist.ProcessGroupNCCL(prefixed, rank, world_size)
+        else:
+            self.group = dist.ProcessGroupGloo(prefixed, rank, world_size, timeout)
+        self.device = device
+
+    def broadcast(self, tensor: torch.Tensor) -> None:
+        self.group.broadcast(tensor, 0).wait()
+
+
+def host_store(world_size: int, timeout_s: float):
+    """A TCP store on this node on a free port; returns (store, host, port)."""
+    import torch.distributed as dist
+
+    host = ray.util.get_node_ip_address()
+    store = dist.TCPStore(host, 0, world_size, is_master=True, timeout=datetime.timedelta(seconds=timeout_s),
+                          wait_for_workers=False)
+    return store, host, store.port
+
+
+def join_store(host: str, port: int, world_size: int, timeout_s: float):
+    import torch.distributed as dist
+
+    return dist.TCPStore(host, port, world_size, is_master=False, timeout=datetime.timedelta(seconds=timeout_s))
+
+
+# ---- peak memory during a sync ----------------------------------------------------------------------------------
+
+class ExtraPeakMemory:
+    """Extra peak memory of this process over a block, in MiB: host RSS on CPU (the kernel's high-water mark,
+    reset at entry), allocated memory on GPU."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.extra_mb = device, 0.0
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+            self.before = torch.cuda.memory_allocated()
+        else:
+            with open("/proc/self/clear_refs", "w") as handle:
+                handle.write("5")
+            self.before = _status_kb("VmRSS") * 1024
+        return self
+
+    def __exit__(self, *exc):
+        peak = torch.cuda.max_memory_allocated() if self.device.type == "cuda" else _status_kb("VmHWM") * 1024
+        self.extra_mb = max(0.0, (peak - self.before) / 2**20)
+
+
+def _status_kb(key: str) -> int:
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+# ---- object-store encoding --------------------------------------------------------------------------------------
 
 def encode(state_dict: dict) -> dict:
     out = {}
@@ -33,10 +143,43 @@ def publish(state_dict: dict) -> list:
     return [ray.put(encode(state_dict))]
 
 
+# ---- the driver's side: one object per way, looked up by name ---------------------------------------------------
+
+class ObjectStoreSync:
+    def __init__(self, policy_group, rollout_group, cfg=None):
+        self.policy, self.rollout = policy_group, rollout_group
+
+    def __call__(self) -> dict:
+        start = time.perf_counter()
+        published, extra_mb = self.policy.run("publish_weights")[0]
+        self.rollout.run("load_weights", published[0])
+        del published
+        return {"time/weight_sync": time.perf_counter() - start, "memory/weight_sync_extra_mb": extra_mb}
+
+
+class CollectiveSync:
+    def __init__(self, policy_group, rollout_group, cfg):
+        self.policy, self.rollout = policy_group, rollout_group
+        timeout = cfg.rollout.weight_sync_timeout_s
+        world = 1 + len(rollout_group)
+        leader = policy_group.actors[0]
+        host, port = gather_all(Calls("policy", "host_weight_sync", [leader.host_weight_sync.remote(world, timeout)]))[0][0]
+        gather_all(Calls("policy", "join_weight_sync", [leader.join_weight_sync.remote(world, timeout)]),
+                   self.rollout.call("join_weight_sync", host, port, world, timeout), timeout_s=timeout + 30)
+        self.plan = policy_group.run("weight_plan", cfg.rollout.weight_sync_bucket_mb)[0]
+        self.rollout.run("check_weight_plan", self.plan)
+
+    def __call__(self) -> dict:
+        start = time.perf_counter()
+        sent, _ = gather_all(self.policy.call("broadcast_weights", self.plan),
+                             self.rollout.call("receive_weights", self.plan))
+        return {"time/weight_sync": time.perf_counter() - start, "memory/weight_sync_extra_mb": sent[0]}
+
+
+# the table the config's `rollout.weight_sync` choices come from
+METHODS = {"collective": CollectiveSync, "object_store": ObjectStoreSync}
+
+
 def sync_policy_to_rollout(policy_group, rollout_group) -> float:
-    """Gather on the policy (all ranks take part), load into every rollout actor; returns the seconds it took."""
-    start = time.perf_counter()
-    published = policy_group.run("publish_weights")[0][0]
-    rollout_group.run("load_weights", published)
-    del published
-    return time.perf_counter() - start
+    """One object-store sync (used where no group is kept, e.g. an evaluator); returns the seconds it took."""
+    return ObjectStoreSync(policy_group, rollout_group)()["time/weight_sync"]

@@ -148,7 +148,7 @@ class PPOTrainer:
         t = phase("train", t)
 
         # 6. New policy weights to the rollout actors.
-        stats["time/weight_sync"] = self.roles.sync_weights()
+        stats.update(self.roles.sync_weights())
         t = time.perf_counter()
 
         # 7. KL controller, metrics, checkpoint.

@@ -101,8 +101,15 @@ class RolloutConfig(Section):
     """Top-k sampling (0 disables)."""
     engine: Literal[tuple(ENGINES)] = "hf"
     """Rollout engine: 'hf' is transformers `generate` with KV cache."""
-    weight_sync: Literal["object_store"] = "object_store"
-    """How new policy weights reach rollout actors: gathered on policy rank 0, put once in the Ray object store."""
+    weight_sync: Literal["collective", "object_store"] = "collective"
+    """How new policy weights reach rollout actors: 'collective' broadcasts them bucket by bucket over a process
+    group of the policy's rank 0 and the rollout actors (NCCL on GPU, gloo on CPU); 'object_store' gathers them whole
+    on the policy's rank 0 and puts them once in the Ray object store."""
+    weight_sync_bucket_mb: float = Field(64.0, gt=0)
+    """Size of one bucket of the collective sync: the policy's extra memory during a sync is about this (per bucket
+    gathered and flattened), not the model's size."""
+    weight_sync_timeout_s: float = Field(120.0, gt=0)
+    """Deadline for forming the weight-sync group and for each broadcast."""
 
 
 class RewardConfig(Section):

@@ -20,10 +20,16 @@ class SamplingParams:
 
 
 class RolloutEngine(Protocol):
+    """What a rollout engine offers the rollout role: sampling, and new weights by name, whole or bucket by bucket."""
+
     def generate(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, prompt_index: torch.Tensor,
                  params: SamplingParams, seed: int) -> Experience: ...
 
     def load_state_dict(self, state_dict: dict) -> None: ...
+
+    def load_weights(self, named_tensors: list[tuple[str, torch.Tensor]]) -> None: ...
+
+    def check_weight_names(self, names_and_shapes: list[tuple[str, tuple]]) -> None: ...
 
 
 def response_mask_from_tokens(responses: torch.Tensor, eos_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -71,6 +77,21 @@ class HFGenerateEngine:
             prompt_index=prompt_index.repeat_interleave(n),
             prompt_length=prompt_length,
         )
+
+    def load_weights(self, named_tensors: list[tuple[str, torch.Tensor]]) -> None:
+        """Copy (name, tensor) pairs into the model's parameters in place (one bucket of a collective sync)."""
+        params = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for name, tensor in named_tensors:
+                params[name].copy_(tensor)
+
+    def check_weight_names(self, names_and_shapes: list[tuple[str, tuple]]) -> None:
+        params = dict(self.model.named_parameters())
+        missing = [name for name, _ in names_and_shapes if name not in params]
+        other = [name for name, shape in names_and_shapes if name in params and tuple(params[name].shape) != tuple(shape)]
+        if missing or other:
+            raise RuntimeError(f"weight sync: the rollout model lacks {missing[:3]} or has other shapes for {other[:3]}; "
+                               f"are policy and rollout the same architecture?")
 
     def load_state_dict(self, state_dict: dict) -> None:
         tensors = {k: torch.as_tensor(v) for k, v in state_dict.items()}

@@ -39,6 +39,40 @@ def model_cache():
     return path
 
 
+@pytest.fixture(scope="session")
+def layout_run(tmp_path_factory, model_cache, ray_cluster):
+    """`layout_run(actors, stage, offload)` -> metrics of a 4-step PPO run of `layout_config` on that layout, run
+    once per session: the equivalence tests compare layouts, and the resume test reuses the 2-actor ZeRO-2 run as
+    its uninterrupted reference."""
+    from launch.ppo import run_ppo
+    from launch.runlog import read_metrics
+
+    done = {}
+
+    def run(actors: int, stage: int, offload: bool = False) -> list[dict]:
+        key = (actors, stage, offload)
+        if key not in done:
+            folder = tmp_path_factory.mktemp("layout")
+            done[key] = read_metrics(run_ppo(layout_config(folder, model_cache, "layout", actors, stage, offload)))
+        return done[key]
+
+    return run
+
+
+def layout_config(tmp_path, model_cache, name, actors: int, stage: int, offload: bool = False, **sections):
+    """`small_config` for 4 steps with the stateful driver parts on (running reward normalization, adaptive KL),
+    `actors` policy and value actors under ZeRO `stage` (optimizer offload, and parameter offload at stage 3)."""
+    layout = dict(actors__policy__num_actors=actors, actors__value__num_actors=actors,
+                  deepspeed__policy__zero_stage=stage, deepspeed__value__zero_stage=stage,
+                  run__num_steps=4, checkpoint__export_hf=False, checkpoint__save_at_end=False,
+                  reward__normalization="running", ppo__adaptive_kl=True, ppo__kl_target=0.5, ppo__kl_horizon=100)
+    if offload:
+        layout.update(deepspeed__policy__offload_optimizer=True, deepspeed__value__offload_optimizer=True)
+        if stage == 3:
+            layout.update(deepspeed__policy__offload_params=True)
+    return small_config(tmp_path, model_cache, name, **{**layout, **sections})
+
+
 def small_config(tmp_path, model_cache, name="run", **sections):
     """A tiny, fast PPO config: 8 prompts x 2 samples, 2 minibatches, 3 steps; `sections` override per key path."""
     from rlhf.config import bundled_default, build_config

@@ -10,13 +10,14 @@ from actors.policy import PolicyWorker
 from actors.reference import ReferenceWorker
 from actors.reward import RewardWorker
 from actors.rollout import RolloutWorker
-from actors.weight_sync import sync_policy_to_rollout
+from actors.weight_sync import CollectiveSync, ObjectStoreSync, sync_policy_to_rollout
 from rlhf.config import RoleResources
 from rlhf.data.prompts import left_pad
 from rlhf.generation import HFGenerateEngine, SamplingParams
 from rlhf.models import (load_causal_lm, load_scalar_model, load_tokenizer, make_tiny_model,
                          save_reward_normalization)
 from rlhf.seeding import derive_seed
+from tests.actors.echo_worker import EchoWorker
 from tests.conftest import small_config
 
 
@@ -32,12 +33,6 @@ def start(cfg, role, worker_cls, actors, distributed, *setup_args) -> RoleGroups
     return RoleGroups(cfg, [RoleSpec(role, worker_cls, setup_args, distributed, resources)])
 
 
-def resolve_tiny(cfg) -> str:
-    from rlhf.models import resolve_model_path
-
-    return resolve_model_path("tiny", cfg.model.cache_dir, cfg.model.tiny)
-
-
 def prompts(tokenizer, count=4):
     rows = tokenizer([f"repeat {i}:" for i in range(count)], add_special_tokens=False)["input_ids"]
     return left_pad(rows, tokenizer.pad_token_id)
@@ -51,8 +46,7 @@ def experience(tokenizer, path, n=2):
 
 def test_group_calls_in_rank_order_restarts_and_rejects_impossible_placement(ray_cluster, tmp_path, model_cache):
     cfg = small_config(tmp_path, model_cache)
-    path = resolve_tiny(cfg)
-    with start(cfg, "rollout", RolloutWorker, 2, False, path, path) as groups:
+    with start(cfg, "rollout", EchoWorker, 2, False) as groups:
         workers = groups["rollout"]
         assert [r for r in ray.get([a.__ray_call__.remote(lambda self: self.rank) for a in workers.actors])] == [0, 1]
         workers.restart()
@@ -85,9 +79,10 @@ def test_zero3_reference_matches_plain_replica(ray_cluster, tmp_path, model_cach
     assert torch.allclose(results[0], results[1], atol=1e-5)
 
 
-def test_weight_sync_from_zero3_policy_reaches_rollout(ray_cluster, tmp_path, model_cache, models):
+def test_weight_sync_from_zero3_policy_both_ways(ray_cluster, tmp_path, model_cache, models):
     policy_path, other_path = models
-    cfg = small_config(tmp_path, model_cache, deepspeed__policy__zero_stage=3, actors__policy__num_actors=2)
+    cfg = small_config(tmp_path, model_cache, deepspeed__policy__zero_stage=3, actors__policy__num_actors=2,
+                       rollout__weight_sync_bucket_mb=1 / 256)
     specs = [RoleSpec("policy", PolicyWorker, (policy_path,), True, RoleResources(num_actors=2)),
              RoleSpec("rollout", RolloutWorker, (other_path, other_path))]    # starts from different weights
     with RoleGroups(cfg, specs) as groups:
@@ -103,6 +98,28 @@ def test_weight_sync_from_zero3_policy_reaches_rollout(ray_cluster, tmp_path, mo
         assert seconds > 0
         assert torch.equal(after.sequences, expected.sequences)
         assert not torch.equal(before.sequences, expected.sequences)
+
+        # a ZeRO-3 update of the policy, then both ways to two rollout groups: bit-identical weights
+        exp = experience(tokenizer, policy_path)
+        zeros = torch.zeros_like(exp.response_mask)
+        exp = exp.replace(old_logprobs=zeros, reference_logprobs=zeros,
+                          advantages=torch.randn(zeros.shape, generator=torch.Generator().manual_seed(0)))
+        policy.run("train", exp, [torch.arange(len(exp))], 0.0, None)
+        trained = {}
+        collective_spec = [RoleSpec("rollout", RolloutWorker, (other_path, other_path), resources=RoleResources(num_actors=2))]
+        with RoleGroups(cfg, collective_spec) as second:
+            collective = CollectiveSync(policy, second["rollout"], cfg)
+            assert len(collective.plan) > 1                      # the 4 KiB buckets split the model
+            stats = collective()
+            assert stats["time/weight_sync"] > 0 and stats["memory/weight_sync_extra_mb"] >= 0
+            trained["collective"] = second["rollout"].run("state_dict")
+        assert ObjectStoreSync(policy, rollout)()["time/weight_sync"] > 0
+        trained["object_store"] = rollout.run("state_dict")[0]
+        initial = load_causal_lm(policy_path).state_dict()
+        for name, tensor in trained["object_store"].items():
+            for copy in trained["collective"]:
+                assert torch.equal(copy[name], tensor), name
+        assert any(not torch.equal(initial[name], tensor) for name, tensor in trained["object_store"].items())
 
 
 def test_scalar_head_reward_model_scores_last_token(ray_cluster, tmp_path, model_cache, models):
@@ -125,3 +142,17 @@ def test_scalar_head_reward_model_scores_last_token(ray_cluster, tmp_path, model
     with start(cfg, "reward", RewardWorker, 1, False, path) as groups:
         normalized = torch.cat(groups["reward"].run("scores", exp))
         assert torch.allclose(normalized, (scores - 2.0) / 4.0, atol=1e-5)
+
+
+def test_weight_sync_table_and_bucket_plan():
+    from actors.weight_sync import METHODS, bucket_plan
+    from rlhf.config import RolloutConfig
+
+    assert set(RolloutConfig.model_fields["weight_sync"].annotation.__args__) == set(METHODS)
+    named = [("a", (256, 256), "float32"), ("b", (256,), "float32"), ("c", (512, 256), "float32"),
+             ("d", (4,), "bfloat16")]
+    # 0.25 MiB buckets: a (256 KiB) fills one; b starts the next; c (512 KiB) is larger than a bucket, so alone;
+    # d has another dtype
+    assert [[name for name, _, _ in bucket] for bucket in bucket_plan(named, 0.25)] == [["a"], ["b"], ["c"], ["d"]]
+    assert [[name for name, _, _ in bucket] for bucket in bucket_plan(named, 0.5)] == [["a", "b"], ["c"], ["d"]]
+    assert [[name for name, _, _ in bucket] for bucket in bucket_plan(named, 1.0)] == [["a", "b", "c"], ["d"]]

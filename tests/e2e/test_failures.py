@@ -1,0 +1,45 @@
+"""Failures that must not leak: a worker that fails during start-up or during a step surfaces with its role and
+rank, and every actor and placement group the run created is gone afterwards, although the (test session's) Ray
+cluster lives on."""
+import time
+
+import pytest
+import ray
+from ray.util import placement_group_table
+
+from launch.ppo import run_ppo
+from launch.runlog import read_metrics
+from tests.conftest import small_config
+
+pytestmark = pytest.mark.slow
+
+
+def assert_nothing_left(timeout_s: float = 30.0) -> None:
+    """Every CPU of the cluster is free again and no placement group is left alive."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        alive = [g for g in placement_group_table().values() if g["state"] not in ("REMOVED",)]
+        free = ray.available_resources().get("CPU", 0.0) == ray.cluster_resources().get("CPU")
+        if free and not alive:
+            return
+        assert time.monotonic() < deadline, (ray.available_resources(), alive)
+        time.sleep(0.2)
+
+
+def test_worker_failing_at_start_up_names_role_and_rank_and_leaves_nothing(tmp_path, model_cache, ray_cluster):
+    broken = tmp_path / "broken_value"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "no_such_architecture"}')
+    cfg = small_config(tmp_path, model_cache, "broken", model__value=str(broken), actors__value__num_actors=2)
+    with pytest.raises(Exception, match=r"value actor [01] \(setup\): cannot load scalar-head model"):
+        run_ppo(cfg)
+    assert not (tmp_path / "broken").exists()
+    assert_nothing_left()
+
+
+def test_worker_failing_mid_run_names_role_and_rank_and_leaves_nothing(tmp_path, model_cache, ray_cluster):
+    cfg = small_config(tmp_path, model_cache, "flaky", reward__function="tests.e2e.flaky_rewards:fails_at_second_call")
+    with pytest.raises(Exception, match=r"reward actor 0 \(scores\): .*raised ZeroDivisionError: the judge crashed"):
+        run_ppo(cfg)
+    assert [row["step"] for row in read_metrics(tmp_path / "flaky")] == [1]
+    assert_nothing_left()
