@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Benchmark a few PPO steps. " + OVERRIDES_HELP, epilog=OVERRIDES_HELP)
     _add_common(bench)
     bench.add_argument("--steps", type=int, default=4, help="measured steps (after one warm-up step)")
+    bench.add_argument("--weight-sync", action="store_true",
+                       help="only time the policy -> rollout weight sync, both ways (--steps syncs each)")
     models = sub.add_parser("models", help="prepare bundled real models", description="Prepare bundled models.")
     models_sub = models.add_subparsers(dest="models_command", required=True)
     prepare = models_sub.add_parser("prepare", help="turn a bundled model into a regular HF checkpoint",
@@ -80,9 +82,12 @@ def main(argv: list[str] | None = None) -> int:
             if args.command != "pipeline":       # the pipeline prints its table
                 print(f"done: {result}")
         elif args.command == "bench":
-            from .bench import run_bench
+            from .bench import run_bench, run_weight_sync_bench
 
-            run_bench(cfg, args.steps, explicit_overrides=extra)
+            if args.weight_sync:
+                run_weight_sync_bench(cfg, args.steps)
+            else:
+                run_bench(cfg, args.steps, explicit_overrides=extra)
         return 0
     except USER_ERRORS as error:
         print(f"rlhf {args.command}: error: {error}", file=sys.stderr)

@@ -70,13 +70,16 @@ def test_zero3_reference_matches_plain_replica(ray_cluster, tmp_path, model_cach
     path = models[0]
     tokenizer = load_tokenizer(path)
     exp = experience(tokenizer, path)
-    results = []
-    for stage, actors in ((0, 1), (3, 2)):
-        cfg = small_config(tmp_path, model_cache, deepspeed__frozen_zero_stage=stage)
-        with start(cfg, "reference", ReferenceWorker, actors, stage == 3, path) as groups:
-            results.append(torch.cat(groups["reference"].run("logprobs", exp)))
-    assert results[0].shape == exp.response_mask.shape
-    assert torch.allclose(results[0], results[1], atol=1e-5)
+    # the plain replica needs no group: the same worker class, in this process
+    plain_cfg = small_config(tmp_path, model_cache, deepspeed__frozen_zero_stage=0)
+    plain = ReferenceWorker(plain_cfg.model_dump(mode="json"), "reference", 0, 1, 1)
+    plain.setup(path)
+    replica = plain.logprobs(exp)
+    cfg = small_config(tmp_path, model_cache, deepspeed__frozen_zero_stage=3)
+    with start(cfg, "reference", ReferenceWorker, 2, True, path) as groups:
+        sharded = torch.cat(groups["reference"].run("logprobs", exp))
+    assert replica.shape == exp.response_mask.shape
+    assert torch.allclose(replica, sharded, atol=1e-5)
 
 
 def test_weight_sync_from_zero3_policy_both_ways(ray_cluster, tmp_path, model_cache, models):
@@ -137,9 +140,9 @@ def test_scalar_head_reward_model_scores_last_token(ray_cluster, tmp_path, model
         real = exp.attention_mask[row].bool()
         expected = rm(input_ids=exp.sequences[row][real].unsqueeze(0)).logits[0, -1, 0]
         assert scores.shape == (8,) and scores[row].item() == pytest.approx(expected.item(), abs=1e-5)
-    # bias normalization saved with the model is applied wherever it scores
-    save_reward_normalization(reward_dir, shift=2.0, scale=4.0, reference="test")
-    with start(cfg, "reward", RewardWorker, 1, False, path) as groups:
+        # bias normalization saved with the model is applied wherever it scores (read when the model is loaded)
+        save_reward_normalization(reward_dir, shift=2.0, scale=4.0, reference="test")
+        groups["reward"].run("setup", path)
         normalized = torch.cat(groups["reward"].run("scores", exp))
         assert torch.allclose(normalized, (scores - 2.0) / 4.0, atol=1e-5)
 
