@@ -100,3 +100,14 @@ def test_wrong_reward_function_and_taken_run_directory_fail_before_start(tmp_pat
     line = error_line(rlhf_here("pipeline", "--run.output_dir", str(tmp_path / "new"), "--ppo.num_minibatches", "3"))
     assert "config error for rlhf ppo: ppo.num_minibatches" in line
     assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.slow
+def test_weight_sync_bench_times_both_ways(tmp_path, ray_cluster):
+    result = rlhf_here("bench", "--weight-sync", "--steps", "1", "--run.output_dir", str(tmp_path / "runs"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    header, *rows = result.stdout.strip().splitlines()[-3:]
+    assert "MB of weights" in header and "policy 1 rank(s) ZeRO-" in header
+    assert [row.split()[0] for row in rows] == ["collective", "object_store"]
+    assert all(float(row.split()[1]) > 0 for row in rows)
+    assert not (tmp_path / "runs").exists()      # a benchmark of the sync writes no run
