@@ -2,16 +2,19 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
-import resource
 import socket
 
 import torch
 
+from rlhf.algo.logprobs import response_slice, token_logprobs_and_entropy
 from rlhf.config import Config
 from rlhf.models import torch_dtype
 from rlhf.seeding import derive_seed
 from rlhf.sharding import chunks, shard
+
+from .memory import peak_memory_mb
 
 
 def distributed_backend() -> str:
@@ -71,10 +74,34 @@ class RoleWorker:
         with torch.no_grad():
             return torch.cat([fn(chunk).float().cpu() for chunk in self.micro_batches(batch, size)])
 
+    def model_outputs(self, exp, **kwargs):
+        """The role's model (`self.runner`: a DeepSpeed engine or a plain module) on a batch's sequences."""
+        return self.runner(input_ids=exp.sequences.to(self.device), attention_mask=exp.attention_mask.to(self.device),
+                           position_ids=exp.position_ids.to(self.device), **kwargs)
+
+    def response_token_stats(self, exp, with_entropy: bool = False):
+        """(log-probs of the sampled response tokens, their entropy or zeros), each (B, R), at the rollout
+        temperature. The model computes logits for the response positions only (`logits_to_keep`, where the model
+        takes it) and the fp32 log-softmax runs `model.logprobs_chunk` positions at a time."""
+        R = exp.response_length
+        if self.keeps_logits:
+            logits = self.model_outputs(exp, logits_to_keep=R + 1).logits[:, :-1]
+        else:
+            logits = response_slice(self.model_outputs(exp).logits, exp.prompt_length, R)
+        return token_logprobs_and_entropy(logits, exp.responses.to(self.device), self.cfg.rollout.temperature,
+                                          self.cfg.model.logprobs_chunk, with_entropy)
+
+    @property
+    def keeps_logits(self) -> bool:
+        module = getattr(self.runner, "module", self.runner)
+        return "logits_to_keep" in inspect.signature(module.forward).parameters
+
     def peak_memory_mb(self) -> dict:
-        stats = {"host_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-        if self.device.type == "cuda":
-            stats["gpu_peak_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        """Peak memory of this actor so far (`actors/memory.py`); with the resident memory it had just before its
+        model was built, where it recorded one (the libraries' share, to subtract)."""
+        stats = peak_memory_mb(self.device)
+        if hasattr(self, "rss_before_model_mb"):
+            stats["host_rss_before_model_mb"] = self.rss_before_model_mb
         return stats
 
     def ready(self) -> bool:

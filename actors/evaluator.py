@@ -31,8 +31,7 @@ class PolicyEvaluator:
     def mean_score(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, step: int) -> tuple[float, object]:
         """Mean score of one sampled response per prompt (rollout temperature / top-p / top-k), and the samples;
         sampling is seeded by the 'evaluation' stream at `step`."""
-        r = self.cfg.rollout
-        params = SamplingParams(r.max_new_tokens, r.temperature, r.top_p, r.top_k, 1)
+        params = SamplingParams.from_rollout(self.cfg.rollout, n_samples_per_prompt=1)
         exp = gather(self.rollout.call("generate", prompt_ids, prompt_mask, torch.arange(len(prompt_ids)),
                                        params, "evaluation", step))[0]
         scores = self.reward.run("scores", exp)[0]

@@ -1,30 +1,30 @@
 """Shared machinery of frozen roles (reference, reward model): a plain replica or a ZeRO-3 inference engine."""
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 from rlhf.deepspeed_config import inference_config
 from rlhf.experience import Experience
 
 from .base import RoleWorker
-
-FORWARD_BATCH = 16
+from .loading import build_model
 
 
 class FrozenWorker(RoleWorker):
-    def wrap(self, model: torch.nn.Module) -> None:
+    def wrap(self, load: Callable[[], torch.nn.Module]) -> None:
+        """The model from `load()`: under ZeRO-3 built partitioned over the role's ranks and run by an inference
+        engine, otherwise a whole replica on this actor's device."""
         if self.cfg.deepspeed.frozen_zero_stage == 3:
             import deepspeed
 
             config = inference_config(3, self.dtype_name, self.world_size)
-            self.model, *_ = deepspeed.initialize(model=model, config=config, dist_init_required=False)
+            self.runner, *_ = deepspeed.initialize(model=build_model(load, config), config=config,
+                                                  dist_init_required=False)
         else:
-            self.model = model.to(self.device)
-        self.model.eval()
-
-    def model_outputs(self, exp: Experience):
-        return self.model(input_ids=exp.sequences.to(self.device), attention_mask=exp.attention_mask.to(self.device),
-                          position_ids=exp.position_ids.to(self.device))
+            self.runner = load().to(self.device)
+        self.runner.eval()
 
     def forward_shard(self, exp: Experience, fn) -> torch.Tensor:
-        return self.map_shard(exp, FORWARD_BATCH, fn)
+        return self.map_shard(exp, self.cfg.deepspeed.frozen_micro_batch_size, fn)

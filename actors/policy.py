@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 
-from rlhf.algo.logprobs import entropy_from_logits, logprobs_from_logits, response_slice
 from rlhf.algo.losses import entropy_loss, kl_loss, lm_loss, policy_loss
 from rlhf.experience import Experience
 from rlhf.models import load_causal_lm
@@ -15,32 +14,24 @@ from .trainable import TrainableWorker
 
 class PolicyWorker(TrainableWorker):
     def setup(self, model_path: str) -> None:
-        model = load_causal_lm(model_path, self.dtype)
-        self.temperature = self.cfg.rollout.temperature
-        self.build_engine(model, "policy")
-
-    def _logits(self, exp: Experience) -> torch.Tensor:
-        return response_slice(self.model_outputs(exp).logits, exp.prompt_length, exp.response_length)
+        self.build_engine(lambda: load_causal_lm(model_path, self.dtype), "policy")
 
     def logprobs(self, exp: Experience) -> torch.Tensor:
         """log pi(a_t) of the sampled tokens of this rank's shard (logits / temperature)."""
-        return self.forward_batches(
-            exp, lambda micro: logprobs_from_logits(self._logits(micro), micro.responses.to(self.device), self.temperature))
+        return self.forward_batches(exp, lambda micro: self.response_token_stats(micro)[0])
 
     def train(self, exp: Experience, plan: list, kl_coef: float, ptx: tuple | None = None) -> dict:
         """PPO epochs over the minibatches of `plan`; `ptx` = (input_ids, mask), each (updates, rows, length):
         one block of pretraining rows per optimizer step."""
         ppo = self.cfg.ppo
-        T = self.temperature
 
         def micro_loss(micro: Experience, global_tokens: float, update: int, micro_index: int):
-            logits = self._logits(micro)
             mask = micro.response_mask.to(self.device)
-            logprobs = logprobs_from_logits(logits, micro.responses.to(self.device), T)
+            logprobs, entropies = self.response_token_stats(micro, with_entropy=True)
             loss, stats = policy_loss(logprobs, micro.old_logprobs.to(self.device), micro.advantages.to(self.device),
                                       mask, ppo.clip_eps, global_tokens)
             stats["policy/pg_loss"] = loss.detach()
-            entropy = entropy_loss(entropy_from_logits(logits, T), mask, global_tokens)
+            entropy = entropy_loss(entropies, mask, global_tokens)
             stats["policy/entropy"] = entropy.detach()
             if ppo.ent_coef > 0:
                 loss = loss - ppo.ent_coef * entropy

@@ -24,7 +24,7 @@ class RewardWorker(FrozenWorker):
         self.tokenizer = load_tokenizer(path)
         self.same_vocab = self.tokenizer.get_vocab() == self.policy_tokenizer.get_vocab()
         self.shift, self.scale = load_reward_normalization(path)   # bias normalization saved by `rlhf rm`
-        self.wrap(load_scalar_model(path, self.dtype))
+        self.wrap(lambda: load_scalar_model(path, self.dtype))
 
     def texts(self, exp: Experience) -> tuple[list[str], list[str]]:
         decode = lambda ids: self.policy_tokenizer.batch_decode(ids, skip_special_tokens=True)
@@ -46,6 +46,6 @@ class RewardWorker(FrozenWorker):
             batch = self.tokenizer([p + r for p, r in zip(prompts, responses)], return_tensors="pt", padding=True)
             ids, mask = batch["input_ids"], batch["attention_mask"]
         position_ids = (mask.cumsum(dim=1) - 1).clamp(min=0)
-        out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+        out = self.runner(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
                          position_ids=position_ids.to(self.device)).logits[..., 0]
         return (last_token_values(out, mask.to(self.device)) - self.shift) / self.scale

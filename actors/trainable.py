@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import defaultdict
+from typing import Callable
 
 import torch
 
@@ -13,6 +14,8 @@ from rlhf.experience import Experience
 from rlhf.sharding import chunks, shard
 
 from .base import RoleWorker
+from .loading import build_model, is_partitioned
+from .memory import rss_mb
 
 
 def warmup_schedule(warmup_steps: int):
@@ -20,21 +23,37 @@ def warmup_schedule(warmup_steps: int):
 
 
 class TrainableWorker(RoleWorker):
-    def build_engine(self, model: torch.nn.Module, owner: str) -> None:
-        """Wrap `model` in a ZeRO engine with a torch AdamW (no C++ op build) and a warmup LR schedule, all from
-        the settings of `owner` ('policy' or 'value' for PPO, 'sft', 'rm'): see `rlhf.config.engine_settings`."""
+    def build_engine(self, load: Callable[[], torch.nn.Module], owner: str) -> None:
+        """Build the model with `load()` (partitioned from the start under ZeRO-3: `actors/loading.py`) and wrap it
+        in a ZeRO engine with a torch AdamW (no C++ op build) and a warmup LR schedule, all from the settings of
+        `owner` ('policy' or 'value' for PPO, 'sft', 'rm'): see `rlhf.config.engine_settings`."""
         import deepspeed
 
         settings: EngineSettings = engine_settings(self.cfg, owner)
+        config = trainable_config(settings, self.world_size, self.dtype_name)
+        self.rss_before_model_mb = rss_mb()
+        model = build_model(load, config)
+        self.built_partitioned = is_partitioned(model)
+        if self.cfg.model.gradient_checkpointing:
+            model.config.use_cache = False
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay, betas=(0.9, 0.95),
                                       eps=1e-8)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_schedule(settings.warmup_steps))
-        config = trainable_config(settings, self.world_size, self.dtype_name)
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=model, optimizer=optimizer, lr_scheduler=scheduler, config=config, dist_init_required=False)
+        self.runner = self.engine
         self.micro_batch_size = settings.micro_batch_size
         self.zero_stage = settings.zero.zero_stage
+
+    def parameter_counts(self) -> dict:
+        """Elements of the model's parameters held by this rank and in the whole model, and whether the model was
+        already partitioned when it was built (ZeRO-3: it never existed whole on any rank)."""
+        params = list(self.engine.module.parameters())
+        local = sum(p.ds_tensor.numel() if hasattr(p, "ds_tensor") else p.numel() for p in params)
+        full = sum(p.ds_numel if hasattr(p, "ds_numel") else p.numel() for p in params)
+        return {"local": local, "full": full, "built_partitioned": self.built_partitioned}
 
     # ---- forward -------------------------------------------------------------------------------------------
 
@@ -42,10 +61,6 @@ class TrainableWorker(RoleWorker):
         """`fn` on this rank's shard in micro-batches, without gradients (eval mode); concatenated."""
         self.engine.eval()
         return self.map_shard(exp, self.micro_batch_size, fn)
-
-    def model_outputs(self, exp: Experience):
-        return self.engine(input_ids=exp.sequences.to(self.device), attention_mask=exp.attention_mask.to(self.device),
-                           position_ids=exp.position_ids.to(self.device))
 
     # ---- training ------------------------------------------------------------------------------------------
 
@@ -114,7 +129,8 @@ class TrainableWorker(RoleWorker):
     def publish_weights(self):
         """Gather (collective under ZeRO-3) and put the full weights in the object store once; rank 0 returns
         ([ref], extra peak MiB), the other ranks None."""
-        from .weight_sync import ExtraPeakMemory, publish
+        from .memory import ExtraPeakMemory
+        from .weight_sync import publish
 
         with ExtraPeakMemory(self.device) as memory:
             state = self.full_state_dict()
@@ -146,7 +162,7 @@ class TrainableWorker(RoleWorker):
     def broadcast_weights(self, plan: list) -> float | None:
         """Every rank: gather one bucket at a time (ZeRO-3); rank 0 flattens and broadcasts it. Returns rank 0's
         extra peak memory in MiB."""
-        from .weight_sync import ExtraPeakMemory
+        from .memory import ExtraPeakMemory
 
         params = dict(self.engine.module.named_parameters())
         with ExtraPeakMemory(self.device) as memory:

@@ -14,7 +14,7 @@ from .trainable import TrainableWorker
 
 class ValueWorker(TrainableWorker):
     def setup(self, model_path: str) -> None:
-        self.build_engine(load_scalar_model(model_path, self.dtype), "value")
+        self.build_engine(lambda: load_scalar_model(model_path, self.dtype), "value")
 
     def _values(self, exp: Experience) -> torch.Tensor:
         out = self.model_outputs(exp).logits[..., 0]

@@ -86,38 +86,6 @@ def join_store(host: str, port: int, world_size: int, timeout_s: float):
     return dist.TCPStore(host, port, world_size, is_master=False, timeout=datetime.timedelta(seconds=timeout_s))
 
 
-# ---- peak memory during a sync ----------------------------------------------------------------------------------
-
-class ExtraPeakMemory:
-    """Extra peak memory of this process over a block, in MiB: host RSS on CPU (the kernel's high-water mark,
-    reset at entry), allocated memory on GPU."""
-
-    def __init__(self, device: torch.device):
-        self.device, self.extra_mb = device, 0.0
-
-    def __enter__(self):
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-            self.before = torch.cuda.memory_allocated()
-        else:
-            with open("/proc/self/clear_refs", "w") as handle:
-                handle.write("5")
-            self.before = _status_kb("VmRSS") * 1024
-        return self
-
-    def __exit__(self, *exc):
-        peak = torch.cuda.max_memory_allocated() if self.device.type == "cuda" else _status_kb("VmHWM") * 1024
-        self.extra_mb = max(0.0, (peak - self.before) / 2**20)
-
-
-def _status_kb(key: str) -> int:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    return 0
-
-
 # ---- object-store encoding --------------------------------------------------------------------------------------
 
 def encode(state_dict: dict) -> dict:

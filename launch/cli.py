@@ -28,6 +28,13 @@ OVERRIDES_HELP = ("any config key as --section.key VALUE (e.g. --ppo.kl_coef 0.0
                   "see `rlhf config` for every key")
 
 
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML config file (sections as in `rlhf config`)")
 
@@ -46,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--steps", type=int, default=4, help="measured steps (after one warm-up step)")
     bench.add_argument("--weight-sync", action="store_true",
                        help="only time the policy -> rollout weight sync, both ways (--steps syncs each)")
+    bench.add_argument("--memory", action="store_true",
+                       help="only the policy's peak memory per rank, built and trained one step, over --zero-stages "
+                            "x --ranks")
+    bench.add_argument("--zero-stages", type=_int_list, default=[0, 2, 3], help="with --memory (default 0,2,3)")
+    bench.add_argument("--ranks", type=_int_list, default=[1, 2, 4], help="with --memory (default 1,2,4)")
     models = sub.add_parser("models", help="prepare bundled real models", description="Prepare bundled models.")
     models_sub = models.add_subparsers(dest="models_command", required=True)
     prepare = models_sub.add_parser("prepare", help="turn a bundled model into a regular HF checkpoint",
@@ -82,11 +94,17 @@ def main(argv: list[str] | None = None) -> int:
             if args.command != "pipeline":       # the pipeline prints its table
                 print(f"done: {result}")
         elif args.command == "bench":
-            from .bench import run_bench, run_weight_sync_bench
-
             if args.weight_sync:
+                from .bench_weight_sync import run_weight_sync_bench
+
                 run_weight_sync_bench(cfg, args.steps)
+            elif args.memory:
+                from .bench_memory import run_memory_bench
+
+                run_memory_bench(cfg, args.zero_stages, args.ranks)
             else:
+                from .bench import run_bench
+
                 run_bench(cfg, args.steps, explicit_overrides=extra)
         return 0
     except USER_ERRORS as error:

@@ -89,8 +89,7 @@ class PPOTrainer:
         self.normalizer = RunningMoments()
         self.checkpoints = CheckpointManager(cfg.run_dir, cfg.checkpoint.keep_last)
         self.run_dir = prepare_run_dir(cfg, resume, lambda: self.checkpoints.latest() is not None)
-        self.sampling = SamplingParams(cfg.rollout.max_new_tokens, cfg.rollout.temperature, cfg.rollout.top_p,
-                                       cfg.rollout.top_k, cfg.rollout.n_samples_per_prompt)
+        self.sampling = SamplingParams.from_rollout(cfg.rollout)
         self.step = 0
 
     # ---- the story -------------------------------------------------------------------------------------------

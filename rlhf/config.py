@@ -63,6 +63,12 @@ class ModelConfig(Section):
     """Shape of the 'tiny' model."""
     cache_dir: str = "~/.cache/rlhf"
     """Where generated models (tiny, prepared SmolLM2) are written once and reused."""
+    gradient_checkpointing: bool = False
+    """Recompute each transformer layer's activations in the backward pass instead of keeping them (every trainable
+    model: policy, value, SFT, reward model): less memory for long sequences, about a third more compute."""
+    logprobs_chunk: int = Field(256, ge=0)
+    """Response positions whose full-vocabulary fp32 log-softmax (and entropy) is computed at a time; in training
+    each chunk is recomputed in the backward pass instead of kept. 0: all positions at once."""
 
 
 class DataConfig(Section):
@@ -101,6 +107,9 @@ class RolloutConfig(Section):
     """Top-k sampling (0 disables)."""
     engine: Literal[tuple(ENGINES)] = "hf"
     """Rollout engine: 'hf' is transformers `generate` with KV cache."""
+    micro_batch_size: Optional[int] = Field(None, ge=1)
+    """Sequences a rollout actor samples at once (bounds its KV cache); None: its whole share of the batch at once.
+    Sampling stays deterministic for a given value, but a different value draws different samples."""
     weight_sync: Literal["collective", "object_store"] = "collective"
     """How new policy weights reach rollout actors: 'collective' broadcasts them bucket by bucket over a process
     group of the policy's rank 0 and the rollout actors (NCCL on GPU, gloo on CPU); 'object_store' gathers them whole
@@ -222,6 +231,8 @@ class DeepSpeedConfig(Section):
     value: TrainableDeepSpeed = TrainableDeepSpeed()
     frozen_zero_stage: Literal[0, 3] = 0
     """Reference and reward models: 0 = full replica per actor, 3 = ZeRO-3 inference engine sharded over the role."""
+    frozen_micro_batch_size: int = Field(16, ge=1)
+    """Sequences per forward pass of the reference and reward models on one actor."""
 
 
 class PrecisionConfig(Section):

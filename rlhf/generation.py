@@ -17,6 +17,14 @@ class SamplingParams:
     top_p: float = 1.0
     top_k: int = 0
     n_samples_per_prompt: int = 1
+    micro_batch_size: int | None = None     # sequences sampled at once (None: all)
+
+    @classmethod
+    def from_rollout(cls, rollout, n_samples_per_prompt: int | None = None) -> "SamplingParams":
+        """From the config's `rollout` section; `n_samples_per_prompt` replaces its own (1 for evaluation)."""
+        n = rollout.n_samples_per_prompt if n_samples_per_prompt is None else n_samples_per_prompt
+        return cls(rollout.max_new_tokens, rollout.temperature, rollout.top_p, rollout.top_k, n,
+                   rollout.micro_batch_size)
 
 
 class RolloutEngine(Protocol):
@@ -50,33 +58,40 @@ class HFGenerateEngine:
 
     @torch.no_grad()
     def generate(self, prompt_ids, prompt_mask, prompt_index, params: SamplingParams, seed: int) -> Experience:
+        """n samples per prompt, `params.micro_batch_size` sequences at a time (one random stream, seeded once)."""
         n = params.n_samples_per_prompt
-        prompt_ids = prompt_ids.repeat_interleave(n, dim=0).to(self.device)
-        prompt_mask = prompt_mask.repeat_interleave(n, dim=0).to(self.device)
+        prompt_ids = prompt_ids.repeat_interleave(n, dim=0)
+        prompt_mask = prompt_mask.repeat_interleave(n, dim=0)
         torch.manual_seed(seed)
+        step = params.micro_batch_size or len(prompt_ids)
+        responses = torch.cat([self._sample(prompt_ids[i:i + step], prompt_mask[i:i + step], params)
+                               for i in range(0, len(prompt_ids), step)])
+        response_mask, ends_with_eos = response_mask_from_tokens(responses, self.tokenizer.eos_token_id)
+        responses = torch.where(response_mask.bool(), responses, self.tokenizer.pad_token_id)
+        return Experience(
+            sequences=torch.cat([prompt_ids, responses], dim=1),
+            attention_mask=torch.cat([prompt_mask, response_mask.long()], dim=1),
+            response_mask=response_mask,
+            ends_with_eos=ends_with_eos,
+            prompt_index=prompt_index.repeat_interleave(n),
+            prompt_length=prompt_ids.shape[1],
+        )
+
+    def _sample(self, prompt_ids, prompt_mask, params: SamplingParams) -> torch.Tensor:
+        """Response tokens (rows, max_new_tokens) on CPU, padded past the point where every row stopped."""
         output = self.model.generate(
-            input_ids=prompt_ids, attention_mask=prompt_mask, do_sample=True,
+            input_ids=prompt_ids.to(self.device), attention_mask=prompt_mask.to(self.device), do_sample=True,
             temperature=params.temperature, top_p=params.top_p, top_k=params.top_k or None,
             max_new_tokens=params.max_new_tokens, min_new_tokens=1,
             eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id, use_cache=True,
         ).cpu()
-        prompt_length = prompt_ids.shape[1]
-        responses = output[:, prompt_length:]
+        responses = output[:, prompt_ids.shape[1]:]
         # generate stops when every row is done; pad to the fixed width so shards from all actors line up
         missing = params.max_new_tokens - responses.shape[1]
         if missing > 0:
             pad = torch.full((responses.shape[0], missing), self.tokenizer.pad_token_id, dtype=responses.dtype)
             responses = torch.cat([responses, pad], dim=1)
-        response_mask, ends_with_eos = response_mask_from_tokens(responses, self.tokenizer.eos_token_id)
-        responses = torch.where(response_mask.bool(), responses, self.tokenizer.pad_token_id)
-        return Experience(
-            sequences=torch.cat([prompt_ids.cpu(), responses], dim=1),
-            attention_mask=torch.cat([prompt_mask.cpu(), response_mask.long()], dim=1),
-            response_mask=response_mask,
-            ends_with_eos=ends_with_eos,
-            prompt_index=prompt_index.repeat_interleave(n),
-            prompt_length=prompt_length,
-        )
+        return responses
 
     def load_weights(self, named_tensors: list[tuple[str, torch.Tensor]]) -> None:
         """Copy (name, tensor) pairs into the model's parameters in place (one bucket of a collective sync)."""

@@ -16,6 +16,7 @@ PURPOSES = {
     "rm_batches": "the order of the reward model's training prompts in one epoch (step = epoch)",
     "reference_sample": "the demonstrations chosen for the reward model's bias normalization",
     "evaluation": "sampling when a policy is scored (SFT selection by reward, the pipeline table)",
+    "benchmark": "the random batches of `rlhf bench --memory`",
 }
 
 

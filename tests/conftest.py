@@ -41,19 +41,23 @@ def model_cache():
 
 @pytest.fixture(scope="session")
 def layout_run(tmp_path_factory, model_cache, ray_cluster):
-    """`layout_run(actors, stage, offload)` -> metrics of a 4-step PPO run of `layout_config` on that layout, run
-    once per session: the equivalence tests compare layouts, and the resume test reuses the 2-actor ZeRO-2 run as
-    its uninterrupted reference."""
+    """`layout_run(actors, stage, offload, savers)` -> metrics of a 4-step PPO run of `layout_config` on that layout
+    (with the memory savers that change no number on when `savers`: gradient checkpointing, chunked log-probs, a
+    frozen forward batch that does not divide the shard), run once per session: the equivalence tests compare
+    layouts, and the resume test reuses the 2-actor ZeRO-2 run as its uninterrupted reference."""
     from launch.ppo import run_ppo
     from launch.runlog import read_metrics
 
     done = {}
 
-    def run(actors: int, stage: int, offload: bool = False) -> list[dict]:
-        key = (actors, stage, offload)
+    def run(actors: int, stage: int, offload: bool = False, savers: bool = False) -> list[dict]:
+        key = (actors, stage, offload, savers)
         if key not in done:
             folder = tmp_path_factory.mktemp("layout")
-            done[key] = read_metrics(run_ppo(layout_config(folder, model_cache, "layout", actors, stage, offload)))
+            extra = dict(model__gradient_checkpointing=True, model__logprobs_chunk=5,
+                         deepspeed__frozen_micro_batch_size=3) if savers else {}
+            cfg = layout_config(folder, model_cache, "layout", actors, stage, offload, **extra)
+            done[key] = read_metrics(run_ppo(cfg))
         return done[key]
 
     return run

@@ -90,6 +90,12 @@ def test_weight_sync_from_zero3_policy_both_ways(ray_cluster, tmp_path, model_ca
              RoleSpec("rollout", RolloutWorker, (other_path, other_path))]    # starts from different weights
     with RoleGroups(cfg, specs) as groups:
         policy, rollout = groups["policy"], groups["rollout"]
+        # ZeRO-3 built the model partitioned: each rank holds about half of it, and never held it whole
+        counts = policy.run("parameter_counts")
+        full = load_causal_lm(policy_path).num_parameters()
+        for rank in counts:
+            assert rank["built_partitioned"] and rank["full"] == full
+            assert full / 2 <= rank["local"] < full / 2 + 1024           # a partition is padded to the ranks
         tokenizer = load_tokenizer(policy_path)
         ids, mask = prompts(tokenizer)
         params = SamplingParams(max_new_tokens=6, n_samples_per_prompt=1)

@@ -6,7 +6,7 @@ import torch
 
 from rlhf.algo import advantages as adv
 from rlhf.algo.kl import AdaptiveKLController, FixedKLController, kl_estimate
-from rlhf.algo.logprobs import entropy_from_logits, logprobs_from_logits, response_slice
+from rlhf.algo.logprobs import entropy_from_logits, logprobs_from_logits, response_slice, token_logprobs_and_entropy
 from rlhf.algo.losses import (entropy_loss, kl_loss, kwise_ranking_loss, lm_loss, policy_loss, ranking_pairs,
                               value_loss)
 from rlhf.algo.masked import RunningMoments, masked_mean, masked_var, masked_whiten
@@ -52,6 +52,31 @@ def test_logprobs_use_temperature_and_entropy():
     close(entropy_from_logits(T([[[0.0, 0.0]]])), [[math.log(2)]])
     out = torch.arange(10).view(1, 10)
     assert response_slice(out, prompt_length=4, response_length=3).tolist() == [[3, 4, 5]]
+
+
+def test_chunked_logprobs_and_entropy_match_whole_ones_with_gradients():
+    # by hand: positions [0, ln 3] and [0, 0], label 1 at both, T = 1
+    logits = T([[[0.0, math.log(3.0)], [0.0, 0.0]]])
+    logprobs, entropy = token_logprobs_and_entropy(logits, T([[1, 1]]).long(), chunk_positions=1)
+    close(logprobs, [[math.log(0.75), math.log(0.5)]])
+    close(entropy, [[-(0.25 * math.log(0.25) + 0.75 * math.log(0.75)), math.log(2)]])
+    # random bf16 logits, 7 positions in chunks of 3 (the last one short): values and gradients as computed whole
+    generator = torch.Generator().manual_seed(0)
+    z = torch.randn(2, 7, 11, generator=generator).bfloat16().requires_grad_()
+    labels = torch.randint(0, 11, (2, 7), generator=generator)
+    whole = (logprobs_from_logits(z, labels, 0.7), entropy_from_logits(z, 0.7))
+    chunked = token_logprobs_and_entropy(z, labels, 0.7, chunk_positions=3)
+    for a, b in zip(whole, chunked):
+        assert b.dtype == torch.float32 and torch.allclose(a, b, atol=1e-6)
+    weights = torch.randn(2, 7, generator=generator)
+    z = z.detach().float().requires_grad_()          # gradients compared in fp32 (bf16 rounds them to its own ulp)
+    whole = (logprobs_from_logits(z, labels, 0.7), entropy_from_logits(z, 0.7))
+    chunked = token_logprobs_and_entropy(z, labels, 0.7, chunk_positions=3)
+    grad_whole = torch.autograd.grad((whole[0] * weights + whole[1]).sum(), z)[0]
+    grad_chunked = torch.autograd.grad((chunked[0] * weights + chunked[1]).sum(), z)[0]
+    assert torch.allclose(grad_whole, grad_chunked, atol=1e-6)
+    _, no_entropy = token_logprobs_and_entropy(z, labels, with_entropy=False)
+    assert not no_entropy.any()
 
 
 def test_masked_stats_and_whiten():

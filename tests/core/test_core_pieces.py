@@ -1,4 +1,5 @@
 """Generation, the experience batch, checkpoints, reward functions and models, each in one process."""
+import dataclasses
 import math
 import os
 
@@ -39,6 +40,17 @@ def test_generate_left_pads_samples_n_and_is_seeded(tiny):
     assert a.attention_mask[3, 0] == 0                         # "x:" is left-padded
     masked_out = a.responses[a.response_mask == 0]
     assert (masked_out == tokenizer.pad_token_id).all()
+    # rollout.micro_batch_size: 4 sequences at a time (4 + 2), one random stream; as large as the batch: unchanged
+    small = dataclasses.replace(params, micro_batch_size=4)
+    c = engine.generate(ids.input_ids, ids.attention_mask, torch.tensor([4, 9]), small, seed=7)
+    assert torch.equal(c.sequences, engine.generate(ids.input_ids, ids.attention_mask, torch.tensor([4, 9]), small,
+                                                    seed=7).sequences)
+    assert c.sequences.shape == a.sequences.shape and torch.equal(c.prompt_index, a.prompt_index)
+    assert not torch.equal(c.sequences, a.sequences)            # two generate calls: another draw
+    assert (c.responses[c.response_mask == 0] == tokenizer.pad_token_id).all()
+    whole = dataclasses.replace(params, micro_batch_size=6)
+    assert torch.equal(engine.generate(ids.input_ids, ids.attention_mask, torch.tensor([4, 9]), whole, 7).sequences,
+                       a.sequences)
 
 
 def test_experience_shard_select_concat():

@@ -111,3 +111,17 @@ def test_weight_sync_bench_times_both_ways(tmp_path, ray_cluster):
     assert [row.split()[0] for row in rows] == ["collective", "object_store"]
     assert all(float(row.split()[1]) > 0 for row in rows)
     assert not (tmp_path / "runs").exists()      # a benchmark of the sync writes no run
+
+
+@pytest.mark.slow
+def test_memory_bench_reports_each_cell(tmp_path, ray_cluster):
+    result = rlhf_here("bench", "--memory", "--zero-stages", "3", "--ranks", "1,2", "--run.output_dir",
+                       str(tmp_path / "runs"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [line.split("|")[1:-1] for line in result.stdout.splitlines() if line.startswith("| 3 |")]
+    assert [int(row[1]) for row in rows] == [1, 2]
+    for row in rows:
+        peak, before, share = (float(cell) for cell in row[2:5])
+        assert peak > before > 0 and share == pytest.approx(peak - before, abs=1)
+    assert "--ranks: expected comma-separated integers, got 'one'" in error_line(rlhf_here("bench", "--memory",
+                                                                                          "--ranks", "one"))

@@ -1,0 +1,50 @@
+"""Memory of a worker process, measured: resident memory now and at its peak (host), allocated memory (GPU), and
+the extra peak over a block of code (weight sync, a benchmark step)."""
+from __future__ import annotations
+
+import resource
+
+import torch
+
+
+def status_kb(key: str) -> int:
+    """A field of /proc/self/status in KiB (VmRSS: resident now, VmHWM: peak since start or the last reset)."""
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def rss_mb() -> float:
+    return status_kb("VmRSS") / 1024
+
+
+def peak_memory_mb(device: torch.device) -> dict:
+    """Peak resident host memory of this process since it started, and on GPU the peak allocated memory."""
+    stats = {"host_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if device.type == "cuda":
+        stats["gpu_peak_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return stats
+
+
+class ExtraPeakMemory:
+    """Extra peak memory of this process over a block, in MiB: host RSS on CPU (the kernel's high-water mark,
+    reset at entry), allocated memory on GPU."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.extra_mb = device, 0.0
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+            self.before = torch.cuda.memory_allocated()
+        else:
+            with open("/proc/self/clear_refs", "w") as handle:
+                handle.write("5")
+            self.before = status_kb("VmRSS") * 1024
+        return self
+
+    def __exit__(self, *exc):
+        peak = torch.cuda.max_memory_allocated() if self.device.type == "cuda" else status_kb("VmHWM") * 1024
+        self.extra_mb = max(0.0, (peak - self.before) / 2**20)
