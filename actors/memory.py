@@ -2,6 +2,7 @@
 the extra peak over a block of code (weight sync, a benchmark step)."""
 from __future__ import annotations
 
+import ctypes
 import resource
 
 import torch
@@ -28,9 +29,18 @@ def peak_memory_mb(device: torch.device) -> dict:
     return stats
 
 
+def release_freed_host_memory() -> None:
+    """Hand memory that was freed but kept by the C allocator back to the OS (glibc `malloc_trim`), so that a
+    high-water mark measured next counts what a block really allocates, not pages it happens to reuse."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):      # not glibc: the measure is then a lower bound
+        pass
+
+
 class ExtraPeakMemory:
     """Extra peak memory of this process over a block, in MiB: host RSS on CPU (the kernel's high-water mark,
-    reset at entry), allocated memory on GPU."""
+    reset at entry, after freed memory went back to the OS), allocated memory on GPU."""
 
     def __init__(self, device: torch.device):
         self.device, self.extra_mb = device, 0.0
@@ -40,6 +50,7 @@ class ExtraPeakMemory:
             torch.cuda.reset_peak_memory_stats()
             self.before = torch.cuda.memory_allocated()
         else:
+            release_freed_host_memory()
             with open("/proc/self/clear_refs", "w") as handle:
                 handle.write("5")
             self.before = status_kb("VmRSS") * 1024

@@ -4,19 +4,11 @@ from __future__ import annotations
 import ray
 from ray.util.placement_group import placement_group, remove_placement_group
 
+from rlhf.placement_rules import colocation_sets
+
 
 class PlacementError(RuntimeError):
     """The cluster cannot hold what the config asks for."""
-
-
-def colocation_sets(resources: dict) -> dict[str, list[str]]:
-    """anchor role -> the roles placed on its bundles (itself first). `resources` maps role -> RoleResources; a
-    `colocate_with` naming a role that is not started here is ignored (the role is placed on its own)."""
-    sets: dict[str, list[str]] = {}
-    for role, spec in resources.items():
-        anchor = spec.colocate_with if spec.colocate_with in resources else role
-        sets.setdefault(anchor, []).append(role)
-    return sets
 
 
 def create_placement_groups(resources: dict, timeout_s: float = 60.0, strategy: str = "PACK") -> dict:

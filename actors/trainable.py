@@ -170,7 +170,9 @@ class TrainableWorker(RoleWorker):
                 tensors = [params[name] for name, _, _ in bucket]
                 with self.gathered(tensors):
                     if self.rank == 0:
-                        flat = torch.cat([t.detach().reshape(-1) for t in tensors]).to(self.device)
+                        # a bucket of one tensor (e.g. an embedding larger than the bucket) is sent without a copy
+                        flat = (tensors[0].detach().reshape(-1) if len(tensors) == 1
+                                else torch.cat([t.detach().reshape(-1) for t in tensors])).to(self.device)
                         self.weight_sync.broadcast(flat)
                         del flat
         return memory.extra_mb if self.rank == 0 else None

@@ -25,6 +25,7 @@ from rlhf.config import for_stage
 from rlhf.data.pretrain import PretrainTexts
 from rlhf.data.prompts import PromptStream, left_pad, load_prompt_texts, tokenize_prompts
 from rlhf.generation import SamplingParams
+from rlhf.memory_plan import check_stage_fits
 from rlhf.models import load_tokenizer, resolve_model_path
 from rlhf.reward_function import probe_reward_function
 from rlhf.seeding import derive_seed
@@ -77,6 +78,7 @@ class PPOTrainer:
     def __init__(self, cfg, resume: bool = False):
         self.cfg = cfg = for_stage(cfg, "ppo")
         self.resume = resume
+        check_stage_fits(cfg, "ppo")          # from the models' configs: nothing built yet, not even 'tiny'
         self.paths = resolve_paths(cfg)
         self.tokenizer = load_tokenizer(self.paths.tokenizer)
         self.prompts = load_prompts(cfg, self.tokenizer)

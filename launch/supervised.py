@@ -14,6 +14,7 @@ from actors.trainable import reduce_train_stats
 from rlhf.checkpoint import CheckpointManager
 from rlhf.config import for_stage
 from rlhf.data.loading import DataError
+from rlhf.memory_plan import check_stage_fits
 from rlhf.seeding import derive_seed
 
 from .ray_session import ray_session
@@ -40,6 +41,7 @@ class SupervisedTrainer:
         self.cfg = cfg = for_stage(cfg, self.stage)
         self.resume = resume
         self.section = getattr(cfg, self.stage)
+        check_stage_fits(cfg, self.stage)     # from the model's config: nothing built yet, not even 'tiny'
         self.checkpoints = CheckpointManager(cfg.run_dir, cfg.checkpoint.keep_last)
         self.run_dir = prepare_run_dir(cfg, resume, lambda: self.checkpoints.latest() is not None)
         self.step, self.best = 0, None

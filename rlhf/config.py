@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from .algo.advantages import ESTIMATORS as ADVANTAGE_ESTIMATORS
 from .algo.kl import ESTIMATORS as KL_ESTIMATORS
 from .generation import ENGINES
+from .placement_rules import gpu_placement_problem
 
 ROLES = ("policy", "value", "reference", "reward", "rollout")
 STAGES = ("ppo", "sft", "rm", "pipeline")
@@ -459,6 +460,9 @@ def check_ppo(cfg: Config) -> None:
             _stage_fail(key, f"{target!r} is itself colocated; point at the role it is colocated with")
         if getattr(cfg.actors, target).num_actors != getattr(cfg.actors, role).num_actors:
             _stage_fail(key, f"colocated roles need the same num_actors as {target!r}")
+    problem = gpu_placement_problem(cfg, active)
+    if problem:
+        _stage_fail(*problem)
 
 
 def _check_supervised(cfg: Config, name: str, role: str) -> None:

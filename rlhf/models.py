@@ -60,19 +60,28 @@ def _atomic_dir(target: Path, write) -> Path:
     return target
 
 
+def tiny_config(num_layers: int = 2, hidden_size: int = 64, num_heads: int = 4):
+    """The LlamaConfig of the tiny model (vocabulary: the char tokenizer's), without building anything."""
+    from transformers import LlamaConfig
+
+    specials = {token: i for i, token in enumerate([PAD, EOS, BOS, UNK])}
+    return LlamaConfig(
+        vocab_size=len(specials) + len(TINY_CHARS), hidden_size=hidden_size, intermediate_size=hidden_size * 4,
+        num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_heads,
+        max_position_embeddings=512, pad_token_id=specials[PAD], eos_token_id=specials[EOS],
+        bos_token_id=specials[BOS], tie_word_embeddings=False,
+    )
+
+
 def make_tiny_model(folder: str | Path, num_layers: int = 2, hidden_size: int = 64, num_heads: int = 4,
                     seed: int = 0) -> Path:
     """Write a random tiny Llama causal LM and its char tokenizer to `folder` (HF format); returns the folder."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
     quiet_transformers()
     tokenizer = build_char_tokenizer()
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=hidden_size * 4,
-        num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_heads,
-        max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=tokenizer.bos_token_id, tie_word_embeddings=False,
-    )
+    config = tiny_config(num_layers, hidden_size, num_heads)
+    assert config.vocab_size == len(tokenizer)
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
 

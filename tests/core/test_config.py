@@ -57,3 +57,22 @@ def test_every_field_has_a_docstring_and_bundled_default_validates():
     missing = [name for name, doc in walk(Config) if not doc]
     assert not missing, missing
     Config.model_validate(bundled_default())
+
+
+def test_gpu_placements_that_would_share_a_device_within_one_nccl_group_are_refused():
+    two = ["--actors.policy.num_actors", "2", "--deepspeed.policy.micro_batch_size", "4"]
+    # half a GPU per policy rank: two ranks of the policy's group could land on one device
+    assert "actors.policy.num_gpus: policy take 0.5 GPU per bundle over 2 bundles" in error_of(
+        *two, "--actors.policy.num_gpus", "0.5")
+    # ...but policy and reference colocated at half a GPU each fill a whole one per bundle: fine
+    load_config(None, [*two, "--actors.policy.num_gpus", "0.5", "--actors.reference.num_gpus", "0.5",
+                       "--actors.reference.num_actors", "2", "--actors.reference.colocate_with", "policy"], stage="ppo")
+    # two plain reference replicas on one GPU are not a group: fine; under frozen ZeRO-3 they are
+    replicas = ["--actors.reference.num_actors", "2", "--actors.reference.num_gpus", "0.5"]
+    load_config(None, replicas, stage="ppo")
+    assert "actors.reference.num_gpus" in error_of(*replicas, "--deepspeed.frozen_zero_stage", "3")
+    # rollout on the policy's GPUs with the collective sync: the policy's rank 0 and rollout actor 0 share one
+    shared = ["--actors.policy.num_gpus", "0.5", "--actors.rollout.num_gpus", "0.5",
+              "--actors.rollout.colocate_with", "policy"]
+    assert "rollout.weight_sync: the rollout actors are colocated with the policy" in error_of(*shared)
+    load_config(None, [*shared, "--rollout.weight_sync", "object_store"], stage="ppo")
