@@ -2,7 +2,8 @@
 of ZeRO stages x rank counts. Each cell starts fresh policy actors, builds the model (partitioned from the start
 under ZeRO-3), and runs one PPO optimizer step on a fixed random batch of one micro-batch per rank (prompt
 `data.max_prompt_length` + response `rollout.max_new_tokens` tokens), so the activations per rank are the same in
-every cell and the table shows how the model's share (weights, gradients, optimizer state) divides over ranks."""
+every cell and the table shows how the model's share divides over ranks; beside it, the part of it that is weights,
+gradients and optimizer state as `rlhf/memory_plan.py` estimates it (the rest: activations and DeepSpeed's buffers)."""
 from __future__ import annotations
 
 import torch
@@ -11,6 +12,7 @@ from actors.group import RoleGroups, RoleSpec
 from actors.policy import PolicyWorker
 from rlhf.config import build_config, for_stage, merge_trees
 from rlhf.experience import Experience
+from rlhf.memory_plan import count_parameters, dtype_bytes, trainable_memory
 from rlhf.models import load_tokenizer, resolve_model_path
 from rlhf.seeding import derive_seed
 
@@ -53,14 +55,18 @@ def run_memory_bench(cfg, stages: list[int], ranks: list[int]) -> list[dict]:
     path = resolve_model_path(cfg.model.policy, cfg.model.cache_dir, cfg.model.tiny, "model.policy")
     vocab_size = len(load_tokenizer(path))
     cells = [(stage, n, cell_config(cfg, stage, n)) for stage in stages for n in ranks]
+    params = count_parameters(cfg.model.policy, False, cfg.model.tiny, "model.policy")
+    element = dtype_bytes(cfg)
     table = []
     with ray_session(max((c for _, _, c in cells), key=lambda c: c.actors.policy.num_actors)):
         for stage, n, cell in cells:
             per_rank = measure_cell(cell, path, vocab_size)
             peak = max(r["host_peak_rss_mb"] for r in per_rank)
             before = max(r["host_rss_before_model_mb"] for r in per_rank)
+            estimate = trainable_memory("policy", params, element, n, cell.deepspeed.policy)
             row = {"zero_stage": stage, "ranks": n, "host_peak_rss_mb": peak, "host_rss_before_model_mb": before,
-                   "model_share_mb": peak - before}
+                   "model_share_mb": peak - before,
+                   "estimated_state_mb": (estimate.device_total + estimate.host_total) / 2**20}
             if "gpu_peak_allocated_mb" in per_rank[0]:
                 row["gpu_peak_allocated_mb"] = max(r["gpu_peak_allocated_mb"] for r in per_rank)
             table.append(row)
@@ -70,11 +76,11 @@ def run_memory_bench(cfg, stages: list[int], ranks: list[int]) -> list[dict]:
     print(f"rlhf bench --memory: {cfg.model.policy}, dtype {cfg.precision.dtype}, one PPO step on {micro} x "
           f"{cfg.data.max_prompt_length + cfg.rollout.max_new_tokens} tokens per rank; the largest rank of each cell, MB")
     gpu = "gpu_peak_allocated_mb" in table[0]
-    print("| ZeRO | ranks | peak RSS per rank | RSS before the model | model's share per rank |"
-          + (" GPU peak allocated |" if gpu else ""))
-    print("|---|---|---|---|---|" + ("---|" if gpu else ""))
+    print("| ZeRO | ranks | peak RSS per rank | RSS before the model | model's share per rank | of which state "
+          "(estimate) |" + (" GPU peak allocated |" if gpu else ""))
+    print("|---|---|---|---|---|---|" + ("---|" if gpu else ""))
     for row in table:
         print(f"| {row['zero_stage']} | {row['ranks']} | {row['host_peak_rss_mb']:.0f} | "
-              f"{row['host_rss_before_model_mb']:.0f} | {row['model_share_mb']:.0f} |"
+              f"{row['host_rss_before_model_mb']:.0f} | {row['model_share_mb']:.0f} | {row['estimated_state_mb']:.0f} |"
               + (f" {row['gpu_peak_allocated_mb']:.0f} |" if gpu else ""))
     return table

@@ -9,6 +9,7 @@ from actors.policy import PolicyWorker
 from actors.rollout import RolloutWorker
 from actors.weight_sync import METHODS, bucket_numel
 from rlhf.config import for_stage
+from rlhf.memory_plan import dtype_bytes
 from rlhf.models import resolve_model_path
 
 from .ray_session import ray_session
@@ -30,13 +31,13 @@ def run_weight_sync_bench(cfg, repeats: int = 4) -> dict:
                               "extra_peak_mb": max(r["memory/weight_sync_extra_mb"] for r in rows[1:]),
                               "first_extra_peak_mb": rows[0]["memory/weight_sync_extra_mb"]}
         plan = groups["policy"].run("weight_plan", cfg.rollout.weight_sync_bucket_mb)[0]
-    element = 2 if cfg.precision.dtype == "bf16" else 4
-    model_mb = sum(bucket_numel(bucket) for bucket in plan) * element / 2**20
+    model_mb = sum(bucket_numel(bucket) for bucket in plan) * dtype_bytes(cfg) / 2**20
     print(f"rlhf bench --weight-sync: {cfg.model.policy} ({model_mb:.0f} MB of weights), policy "
           f"{cfg.actors.policy.num_actors} rank(s) ZeRO-{cfg.deepspeed.policy.zero_stage} -> "
           f"{cfg.actors.rollout.num_actors} rollout actor(s); collective buckets of "
-          f"{cfg.rollout.weight_sync_bucket_mb:g} MB ({len(plan)} buckets); medians / largest of {repeats} syncs after a first one")
+          f"{cfg.rollout.weight_sync_bucket_mb:g} MB ({len(plan)} buckets); medians / largest of {repeats} syncs "
+          "after a first one")
     for method, row in report.items():
-        print(f"  {method:14s} {row['seconds']:8.3f} s   policy rank 0 extra peak memory {row['extra_peak_mb']:8.1f} MB "
-              f"(first sync {row['first_extra_peak_mb']:.1f} MB)")
+        print(f"  {method:14s} {row['seconds']:8.3f} s   policy rank 0 extra peak memory "
+              f"{row['extra_peak_mb']:8.1f} MB (first sync {row['first_extra_peak_mb']:.1f} MB)")
     return {"model_mb": model_mb, **report}

@@ -35,12 +35,12 @@ class RoleMemory:
         return sum(self.host.values())
 
 
-def trainable_memory(role: str, params: int, dtype_bytes: int, ranks: int, zero) -> RoleMemory:
+def trainable_memory(role: str, params: int, element_bytes: int, ranks: int, zero) -> RoleMemory:
     """Weights, gradients and optimizer state per rank of a ZeRO engine (`zero`: ZeroSettings)."""
     stage = zero.zero_stage
     share = lambda from_stage: 1 / ranks if stage >= from_stage else 1.0
-    master = 4 if stage >= 1 or dtype_bytes == 2 else 0
-    parts = {"weights": params * dtype_bytes * share(3), "gradients": params * dtype_bytes * share(2),
+    master = 4 if stage >= 1 or element_bytes == 2 else 0
+    parts = {"weights": params * element_bytes * share(3), "gradients": params * element_bytes * share(2),
              "optimizer": params * (8 + master) * share(1)}
     host = {}
     if zero.offload_optimizer:
@@ -50,8 +50,8 @@ def trainable_memory(role: str, params: int, dtype_bytes: int, ranks: int, zero)
     return RoleMemory(role, ranks, parts, host)
 
 
-def frozen_memory(role: str, params: int, dtype_bytes: int, ranks: int, sharded: bool) -> RoleMemory:
-    return RoleMemory(role, ranks, {"weights": params * dtype_bytes / (ranks if sharded else 1)}, {})
+def frozen_memory(role: str, params: int, element_bytes: int, ranks: int, sharded: bool) -> RoleMemory:
+    return RoleMemory(role, ranks, {"weights": params * element_bytes / (ranks if sharded else 1)}, {})
 
 
 def count_parameters(source: str, scalar_head: bool, tiny=None, key: str = "model") -> int:
@@ -118,33 +118,44 @@ def check_fits(plan: list[RoleMemory], host_bytes: float, gpu_bytes: float | Non
                               f"{host_bytes / GIB:.1f} GiB available; {fixes}")
 
 
+def dtype_bytes(cfg) -> int:
+    """Bytes of one weight in the training dtype ('auto': bf16 where this machine has a GPU, else fp32)."""
+    import torch
+
+    from .models import torch_dtype
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch_dtype(cfg.precision.dtype, device).itemsize
+
+
 def stage_plan(cfg, stage: str, count=count_parameters) -> list[RoleMemory]:
     """The roles `stage` ('ppo', 'sft', 'rm') starts, with the model each builds (no path is resolved: a 'tiny'
     model is counted from its shape, not made)."""
-    dtype_bytes = 2 if cfg.precision.dtype == "bf16" else 4
     from .config import engine_settings
+
+    element = dtype_bytes(cfg)
 
     tiny = cfg.model.tiny
     actors = lambda role: getattr(cfg.actors, role).num_actors
     if stage in ("sft", "rm"):
         base = cfg.model.policy if stage == "sft" else (cfg.rm.base or cfg.model.policy)
         params = count(base, stage == "rm", tiny, "model.policy" if base == cfg.model.policy else "rm.base")
-        return [trainable_memory(stage, params, dtype_bytes, actors("policy"), engine_settings(cfg, stage).zero)]
+        return [trainable_memory(stage, params, element, actors("policy"), engine_settings(cfg, stage).zero)]
     policy = count(cfg.model.policy, False, tiny, "model.policy")
-    plan = [trainable_memory("policy", policy, dtype_bytes, actors("policy"), cfg.deepspeed.policy),
-            frozen_memory("rollout", policy, dtype_bytes, actors("rollout"), sharded=False)]
+    plan = [trainable_memory("policy", policy, element, actors("policy"), cfg.deepspeed.policy),
+            frozen_memory("rollout", policy, element, actors("rollout"), sharded=False)]
     sharded = cfg.deepspeed.frozen_zero_stage == 3
     reference = count(cfg.model.reference, False, tiny, "model.reference") if cfg.model.reference else policy
-    plan.append(frozen_memory("reference", reference, dtype_bytes, actors("reference"), sharded))
+    plan.append(frozen_memory("reference", reference, element, actors("reference"), sharded))
     if cfg.reward.model is not None:
-        plan.append(frozen_memory("reward", count(cfg.reward.model, True, tiny, "reward.model"), dtype_bytes,
+        plan.append(frozen_memory("reward", count(cfg.reward.model, True, tiny, "reward.model"), element,
                                   actors("reward"),
                                   sharded))
     if cfg.uses_critic:
         source, key = ((cfg.model.value, "model.value") if cfg.model.value else
                        (cfg.reward.model, "reward.model") if cfg.ppo.init_value_from_reward else
                        (cfg.model.policy, "model.policy"))
-        plan.append(trainable_memory("value", count(source, True, tiny, key), dtype_bytes, actors("value"),
+        plan.append(trainable_memory("value", count(source, True, tiny, key), element, actors("value"),
                                      cfg.deepspeed.value))
     return plan
 
@@ -168,7 +179,8 @@ def check_stage_fits(cfg, stage: str) -> list[RoleMemory]:
     import psutil
     import torch
 
-    gpu_roles = {r.role for r in plan if getattr(cfg.actors, "policy" if r.role in ("sft", "rm") else r.role).num_gpus > 0}
+    resources = lambda role: getattr(cfg.actors, "policy" if role in ("sft", "rm") else role)   # SFT, RM: policy's
+    gpu_roles = {r.role for r in plan if resources(r.role).num_gpus > 0}
     gpu_bytes = torch.cuda.get_device_properties(0).total_memory if gpu_roles and torch.cuda.is_available() else None
     if gpu_roles and gpu_bytes is None:
         return plan          # GPUs asked for on a machine without: placement will say so

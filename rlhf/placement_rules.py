@@ -37,8 +37,11 @@ def gpu_placement_problem(cfg, roles: list[str]) -> tuple[str, str] | None:
             return (f"actors.{anchor}.num_gpus", f"{'+'.join(members)} take {gpus:g} GPU per bundle over {count} "
                     f"bundles, so two ranks of {in_group[0]}'s NCCL group may share a GPU; give each bundle a "
                     f"whole GPU (num_gpus summing to 1 over the colocated roles)")
-        if gpus > 0 and "rollout" in in_group and "policy" in members:
-            return ("rollout.weight_sync", "the rollout actors are colocated with the policy, so the policy's rank 0 "
-                    "and rollout actor 0 would be two ranks of the weight-sync NCCL group on one GPU; use "
-                    "rollout.weight_sync: object_store, or place the rollout actors on their own GPUs")
+    if cfg.rollout.weight_sync == "collective" and {"policy", "rollout"} <= set(roles):
+        shared = [r for r in ("policy", "rollout") if 0 < resources[r].num_gpus < 1]
+        if shared:
+            return (f"actors.{shared[0]}.num_gpus", f"{resources[shared[0]].num_gpus:g} GPU: with the collective "
+                    "weight sync the policy's rank 0 and the rollout actors are one NCCL group, and a fraction of a "
+                    "GPU lets two of them share a device; give policy and rollout actors whole GPUs, or use "
+                    "rollout.weight_sync: object_store")
     return None

@@ -66,13 +66,17 @@ def test_gpu_placements_that_would_share_a_device_within_one_nccl_group_are_refu
         *two, "--actors.policy.num_gpus", "0.5")
     # ...but policy and reference colocated at half a GPU each fill a whole one per bundle: fine
     load_config(None, [*two, "--actors.policy.num_gpus", "0.5", "--actors.reference.num_gpus", "0.5",
-                       "--actors.reference.num_actors", "2", "--actors.reference.colocate_with", "policy"], stage="ppo")
+                       "--actors.reference.num_actors", "2", "--actors.reference.colocate_with", "policy",
+                       "--rollout.weight_sync", "object_store"], stage="ppo")
     # two plain reference replicas on one GPU are not a group: fine; under frozen ZeRO-3 they are
     replicas = ["--actors.reference.num_actors", "2", "--actors.reference.num_gpus", "0.5"]
     load_config(None, replicas, stage="ppo")
     assert "actors.reference.num_gpus" in error_of(*replicas, "--deepspeed.frozen_zero_stage", "3")
-    # rollout on the policy's GPUs with the collective sync: the policy's rank 0 and rollout actor 0 share one
+    # a fraction of a GPU for the policy or the rollout actors under the collective sync: rank 0 and a rollout
+    # actor could share one (colocated or packed by Ray); whole GPUs, or the object store, are fine
     shared = ["--actors.policy.num_gpus", "0.5", "--actors.rollout.num_gpus", "0.5",
               "--actors.rollout.colocate_with", "policy"]
-    assert "rollout.weight_sync: the rollout actors are colocated with the policy" in error_of(*shared)
+    assert "actors.policy.num_gpus: 0.5 GPU: with the collective weight sync" in error_of(*shared)
+    assert "actors.rollout.num_gpus: 0.2 GPU" in error_of("--actors.rollout.num_gpus", "0.2")
     load_config(None, [*shared, "--rollout.weight_sync", "object_store"], stage="ppo")
+    load_config(None, ["--actors.policy.num_gpus", "1", "--actors.rollout.num_gpus", "1"], stage="ppo")

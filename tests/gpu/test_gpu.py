@@ -1,4 +1,5 @@
-"""GPU checks: NCCL is chosen, bf16 is the auto dtype, and a bf16 PPO run trains. Skipped without CUDA."""
+"""GPU checks: NCCL is chosen, bf16 is the auto dtype, and a bf16 PPO run trains; with 3 GPUs, a ZeRO-3 policy on
+2 ranks built partitioned and its collective weight sync over NCCL. Skipped without CUDA (or enough GPUs)."""
 import pytest
 import torch
 
@@ -18,8 +19,43 @@ def test_bf16_ppo_run_on_gpu(tmp_path, model_cache, ray_cluster):
     from launch.runlog import read_metrics
     from tests.conftest import small_config
 
-    gpu = {"num_gpus": 0.2, "num_cpus": 1}
+    gpu = {"num_gpus": 0.2, "num_cpus": 1}      # every role shares one GPU: weights go through the object store
     cfg = small_config(tmp_path, model_cache, "gpu", run__num_steps=3, precision__dtype="bf16",
+                       rollout__weight_sync="object_store",
                        actors={role: dict(gpu) for role in ("policy", "value", "reference", "reward", "rollout")})
     rows = read_metrics(run_ppo(cfg))
     assert len(rows) == 3 and all(row["policy/grad_norm"] > 0 for row in rows)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 3, reason="needs 3 GPUs: 2 policy ranks and a rollout actor")
+def test_zero3_policy_on_two_gpus_syncs_to_rollout_over_nccl(tmp_path, model_cache, ray_cluster):
+    from actors.group import RoleGroups, RoleSpec
+    from actors.policy import PolicyWorker
+    from actors.rollout import RolloutWorker
+    from actors.weight_sync import CollectiveSync
+    from rlhf.config import RoleResources
+    from rlhf.models import make_tiny_model, resolve_model_path
+    from tests.conftest import small_config
+
+    cfg = small_config(tmp_path, model_cache, "gpu-sync", precision__dtype="bf16", deepspeed__policy__zero_stage=3,
+                       actors__policy__num_actors=2, actors__policy__num_gpus=1, actors__rollout__num_gpus=1,
+                       rollout__weight_sync_bucket_mb=1 / 64)
+    path = resolve_model_path("tiny", cfg.model.cache_dir, cfg.model.tiny)
+    other = str(make_tiny_model(tmp_path / "other", seed=1))         # the rollout starts from other weights
+    specs = [RoleSpec("policy", PolicyWorker, (path,), True, RoleResources(num_actors=2, num_gpus=1)),
+             RoleSpec("rollout", RolloutWorker, (other, path), resources=RoleResources(num_gpus=1))]
+    with RoleGroups(cfg, specs) as groups:
+        counts = groups["policy"].run("parameter_counts")
+        assert all(c["built_partitioned"] and c["local"] < c["full"] for c in counts)
+        sync = CollectiveSync(groups["policy"], groups["rollout"], cfg)
+        assert len(sync.plan) > 1 and sync()["time/weight_sync"] > 0
+        synced = groups["rollout"].run("state_dict")[0]
+        expected = load_state(path)
+        for name, tensor in expected.items():
+            assert torch.equal(synced[name].float(), tensor.to(torch.bfloat16).float()), name
+
+
+def load_state(path):
+    from rlhf.models import load_causal_lm
+
+    return load_causal_lm(path).state_dict()
