@@ -127,6 +127,13 @@ def disable_dropout(model: nn.Module) -> nn.Module:
     return model
 
 
+def _load_errors() -> tuple:
+    """What a loader raises for a model it cannot read: bad paths and configs, and corrupt weight files."""
+    from safetensors import SafetensorError
+
+    return OSError, ValueError, SafetensorError
+
+
 def _load_failure(path: str, error: Exception) -> str:
     """The first line of a loader's error; for a name that is not on disk, say that first (offline, the hub
     lookup's own message is about the hub, not about the missing folder)."""
@@ -154,7 +161,7 @@ def load_causal_lm(path: str, dtype: torch.dtype = torch.float32):
     quiet_transformers()
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-    except (OSError, ValueError) as error:
+    except _load_errors() as error:
         raise ModelLoadError(f"cannot load causal LM from {path!r}: {_load_failure(path, error)}") from None
     return disable_dropout(model)
 
@@ -172,7 +179,7 @@ def load_scalar_model(path: str, dtype: torch.dtype = torch.float32):
         config = AutoConfig.from_pretrained(path, num_labels=1)
         config.classifier_dropout = 0.0
         model = AutoModelForTokenClassification.from_pretrained(path, config=config, dtype=dtype)
-    except (OSError, ValueError) as error:
+    except _load_errors() as error:
         raise ModelLoadError(f"cannot load scalar-head model from {path!r}: {_load_failure(path, error)}") from None
     return disable_dropout(model)
 

@@ -1,7 +1,9 @@
 """Failures that must not leak: a worker that fails during start-up or during a step surfaces with its role and
 rank, and every actor and placement group the run created is gone afterwards, although the (test session's) Ray
 cluster lives on."""
+import shutil
 import time
+from pathlib import Path
 
 import pytest
 import ray
@@ -9,6 +11,7 @@ from ray.util import placement_group_table
 
 from launch.ppo import run_ppo
 from launch.runlog import read_metrics
+from rlhf.models import ModelLoadError, resolve_model_path
 from tests.conftest import small_config
 
 pytestmark = pytest.mark.slow
@@ -29,9 +32,16 @@ def assert_nothing_left(timeout_s: float = 30.0) -> None:
 def test_worker_failing_at_start_up_names_role_and_rank_and_leaves_nothing(tmp_path, model_cache, ray_cluster):
     broken = tmp_path / "broken_value"
     broken.mkdir()
+    # a config transformers cannot read is caught before any actor starts (the memory plan reads it)...
     (broken / "config.json").write_text('{"model_type": "no_such_architecture"}')
     cfg = small_config(tmp_path, model_cache, "broken", model__value=str(broken))
-    with pytest.raises(Exception, match=r"value actor 0 \(setup\): cannot load scalar-head model"):
+    with pytest.raises(ModelLoadError, match=r"model.value: cannot read the model config of .*broken_value"):
+        run_ppo(cfg)
+    # ...a readable config with corrupt weights fails in the value actor, which says so
+    tiny = resolve_model_path("tiny", cfg.model.cache_dir, cfg.model.tiny)
+    shutil.copy(Path(tiny) / "config.json", broken / "config.json")
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file" * 8)
+    with pytest.raises(Exception, match=r"value actor 0 \(setup\): cannot load scalar-head model .*deserializing"):
         run_ppo(cfg)
     assert not (tmp_path / "broken").exists()
     assert_nothing_left()
