@@ -9,6 +9,7 @@ from rlhf.seeding import derive_seed
 from rlhf.sharding import shard_slice
 
 from .base import RoleWorker
+from .memory import release_freed_host_memory
 from .weight_sync import DTYPES, SyncGroup, bucket_numel, decode, join_store
 
 
@@ -50,6 +51,9 @@ class RolloutWorker(RoleWorker):
                 named.append((name, flat[offset:offset + count].view(shape)))
                 offset += count
             self.engine.load_weights(named)
+            del flat, named
+            if self.device.type == "cpu":
+                release_freed_host_memory()          # as on the policy side: one bucket resident, not all of them
 
     def state_dict(self) -> dict:
         """The rollout model's weights on CPU (for checks; the sync never needs it)."""
