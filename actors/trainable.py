@@ -10,7 +10,6 @@ import torch
 
 from rlhf.config import EngineSettings, engine_settings
 from rlhf.deepspeed_config import trainable_config
-from rlhf.experience import Experience
 from rlhf.sharding import chunks, shard
 
 from .base import RoleWorker

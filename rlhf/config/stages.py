@@ -1,0 +1,133 @@
+"""The rules of each stage (only its own: an SFT run is not refused over a PPO batch size), the run name it
+defaults to, and the settings each trainable engine is built from."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..placement_rules import gpu_placement_problem
+from .schema import ADVANTAGE_ESTIMATORS, Config, ConfigError, ZeroSettings
+
+class StageConfigError(ValueError):
+    pass
+
+
+def _stage_fail(key: str, message: str):
+    raise StageConfigError(f"[{key}] {message}")
+
+
+def check_reward_source(cfg: Config) -> None:
+    r = cfg.reward
+    if (r.function is None) == (r.model is None):
+        _stage_fail("reward.function", "set exactly one of reward.function and reward.model")
+    if r.function is not None and ":" not in r.function:
+        _stage_fail("reward.function", f"expected 'module:function', got {r.function!r}")
+
+
+def check_ppo(cfg: Config) -> None:
+    """Rules of a PPO run: a reward source, batch sizes that divide over minibatches and actors, colocation."""
+    p = cfg.ppo
+    check_reward_source(cfg)
+    needed = ADVANTAGE_ESTIMATORS[p.advantage_estimator].min_group_size
+    if cfg.rollout.n_samples_per_prompt < needed:
+        _stage_fail("rollout.n_samples_per_prompt", f"{p.advantage_estimator} needs >= {needed} samples per prompt")
+    if p.init_value_from_reward and cfg.reward.model is None:
+        _stage_fail("ppo.init_value_from_reward", "needs reward.model (a scalar-head model to copy)")
+    if p.ptx_coef > 0 and cfg.data.ptx is None:
+        _stage_fail("ppo.ptx_coef", "ptx_coef > 0 needs data.ptx (the pretraining text data)")
+    batch = cfg.rollout_batch_size
+    if batch % p.num_minibatches:
+        _stage_fail("ppo.num_minibatches", f"rollout batch {batch} (prompts_per_step x n_samples_per_prompt) "
+                    f"is not divisible by {p.num_minibatches} minibatches")
+    minibatch = batch // p.num_minibatches
+    for role in ["policy"] + (["value"] if cfg.uses_critic else []):
+        actors = getattr(cfg.actors, role).num_actors
+        micro = getattr(cfg.deepspeed, role).micro_batch_size
+        if minibatch % (actors * micro):
+            _stage_fail(f"deepspeed.{role}.micro_batch_size", f"minibatch {minibatch} is not divisible by "
+                        f"{actors} {role} actors x micro batch {micro}")
+    for role in ("reference", "reward"):
+        actors = getattr(cfg.actors, role).num_actors
+        if batch % actors:
+            _stage_fail(f"actors.{role}.num_actors", f"rollout batch {batch} is not divisible by {actors} actors")
+    if cfg.rollout.prompts_per_step % cfg.actors.rollout.num_actors:
+        _stage_fail("actors.rollout.num_actors", f"prompts_per_step {cfg.rollout.prompts_per_step} is not "
+                    f"divisible by {cfg.actors.rollout.num_actors} rollout actors")
+    if cfg.data.ptx is not None and p.ptx_coef > 0 and cfg.data.ptx_batch_size % cfg.actors.policy.num_actors:
+        _stage_fail("data.ptx_batch_size", f"not divisible by {cfg.actors.policy.num_actors} policy actors")
+    active = cfg.active_roles()
+    for role in active:
+        target = getattr(cfg.actors, role).colocate_with
+        if target is None:
+            continue
+        key = f"actors.{role}.colocate_with"
+        if target not in active or target == role:
+            _stage_fail(key, f"{target!r} is not another active role (one of "
+                        f"{', '.join(x for x in active if x != role)})")
+        if getattr(cfg.actors, target).colocate_with is not None:
+            _stage_fail(key, f"{target!r} is itself colocated; point at the role it is colocated with")
+        if getattr(cfg.actors, target).num_actors != getattr(cfg.actors, role).num_actors:
+            _stage_fail(key, f"colocated roles need the same num_actors as {target!r}")
+    problem = gpu_placement_problem(cfg, active)
+    if problem:
+        _stage_fail(*problem)
+
+
+def _check_supervised(cfg: Config, name: str, role: str) -> None:
+    section, actors = getattr(cfg, name), getattr(cfg.actors, role).num_actors
+    if section.batch_size % (actors * section.micro_batch_size):
+        _stage_fail(f"{name}.micro_batch_size", f"batch_size {section.batch_size} is not divisible by {actors} "
+                    f"{role} actors x micro batch {section.micro_batch_size}")
+
+
+def check_sft(cfg: Config) -> None:
+    _check_supervised(cfg, "sft", "policy")
+    if cfg.sft.select_by == "reward":
+        check_reward_source(cfg)
+
+
+def check_rm(cfg: Config) -> None:
+    _check_supervised(cfg, "rm", "reward")
+
+
+# the pipeline checks each of its three stage configs (as it will run them) before its first stage starts
+STAGE_CHECKS = {"ppo": [check_ppo], "sft": [check_sft], "rm": [check_rm], "pipeline": []}
+
+
+def for_stage(cfg: Config, stage: str) -> Config:
+    """`cfg` checked by the rules of `stage` (only those: an SFT run is not refused over a PPO batch size), with
+    `run.name` defaulting to '<stage>-default'. Every driver starts with this, before any actor starts."""
+    for check in STAGE_CHECKS[stage]:
+        try:
+            check(cfg)
+        except StageConfigError as error:
+            key, _, message = str(error)[1:].partition("] ")
+            raise ConfigError(f"config error for rlhf {stage}: {key}: {message}") from None
+    if cfg.run.name is None:
+        cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"name": f"{stage}-default"})})
+    return cfg
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """Everything one trainable DeepSpeed engine is built from, whichever stage owns it."""
+
+    lr: float
+    weight_decay: float
+    warmup_steps: int
+    max_grad_norm: float
+    zero: ZeroSettings
+    micro_batch_size: int
+    minibatch_size: int   # global rows per optimizer step
+
+
+def engine_settings(cfg: Config, owner: str) -> EngineSettings:
+    """The settings of PPO's 'policy' or 'value' engine, or of the 'sft' or 'rm' stage's engine: each from its
+    own section, never another stage's."""
+    if owner in ("policy", "value"):
+        p, ds = cfg.ppo, getattr(cfg.deepspeed, owner)
+        return EngineSettings(p.policy_lr if owner == "policy" else p.value_lr, p.weight_decay, p.warmup_steps,
+                              p.max_grad_norm, ds, ds.micro_batch_size, cfg.rollout_batch_size // p.num_minibatches)
+    section = getattr(cfg, owner)
+    return EngineSettings(section.lr, section.weight_decay, section.warmup_steps, section.max_grad_norm,
+                          section.deepspeed, section.micro_batch_size, section.batch_size)
+
