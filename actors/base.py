@@ -1,6 +1,7 @@
 """The base of every role worker: its rank, thread budget, device, dtype and torch.distributed group."""
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import os
@@ -91,8 +92,9 @@ class RoleWorker:
         return token_logprobs_and_entropy(logits, exp.responses.to(self.device), self.cfg.rollout.temperature,
                                           self.cfg.model.logprobs_chunk, with_entropy)
 
-    @property
+    @functools.cached_property
     def keeps_logits(self) -> bool:
+        """Whether the model's forward takes `logits_to_keep` (asked once, after `setup` set `self.runner`)."""
         module = getattr(self.runner, "module", self.runner)
         return "logits_to_keep" in inspect.signature(module.forward).parameters
 

@@ -3,6 +3,7 @@ the extra peak over a block of code (weight sync, a benchmark step)."""
 from __future__ import annotations
 
 import ctypes
+import functools
 import resource
 
 import torch
@@ -29,13 +30,21 @@ def peak_memory_mb(device: torch.device) -> dict:
     return stats
 
 
-def release_freed_host_memory() -> None:
-    """Hand memory that was freed but kept by the C allocator back to the OS (glibc `malloc_trim`), so that a
-    high-water mark measured next counts what a block really allocates, not pages it happens to reuse."""
+@functools.lru_cache(maxsize=1)
+def _libc():
     try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):      # not glibc: the measure is then a lower bound
-        pass
+        return ctypes.CDLL("libc.so.6")
+    except OSError:          # not glibc: nothing to hand back; measures are then an upper bound
+        return None
+
+
+def release_freed_host_memory(device: torch.device = torch.device("cpu")) -> None:
+    """Hand host memory that was freed but kept by the C allocator back to the OS (glibc `malloc_trim`): glibc keeps
+    freed buffers under 32 MB and grows its heap for the next ones, so a loop of bucket-sized buffers would otherwise
+    stay resident, and a high-water mark measured next would count pages it merely reuses. Nothing to do for
+    buffers on a GPU."""
+    if device.type == "cpu" and _libc() is not None:
+        _libc().malloc_trim(0)
 
 
 class ExtraPeakMemory:

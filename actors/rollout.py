@@ -52,8 +52,7 @@ class RolloutWorker(RoleWorker):
                 offset += count
             self.engine.load_weights(named)
             del flat, named
-            if self.device.type == "cpu":
-                release_freed_host_memory()          # as on the policy side: one bucket resident, not all of them
+            release_freed_host_memory(self.device)     # as on the policy side: one bucket resident, not all
 
     def state_dict(self) -> dict:
         """The rollout model's weights on CPU (for checks; the sync never needs it)."""

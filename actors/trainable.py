@@ -174,10 +174,7 @@ class TrainableWorker(RoleWorker):
                                 else torch.cat([t.detach().reshape(-1) for t in tensors])).to(self.device)
                         self.weight_sync.broadcast(flat)
                         del flat
-                if self.device.type == "cpu":
-                    # glibc keeps freed buffers under 32 MB and grows its heap for the next bucket's: hand them back,
-                    # so resident memory stays about one bucket (measured: 16 MB buckets otherwise held ~1 GB)
-                    release_freed_host_memory()
+                release_freed_host_memory(self.device)     # one bucket resident, not all (16 MB buckets: ~1 GB)
         return memory.extra_mb if self.rank == 0 else None
 
     def save_checkpoint(self, folder: str) -> None:

@@ -66,7 +66,7 @@ def run_memory_bench(cfg, stages: list[int], ranks: list[int]) -> list[dict]:
             estimate = trainable_memory("policy", params, element, n, cell.deepspeed.policy)
             row = {"zero_stage": stage, "ranks": n, "host_peak_rss_mb": peak, "host_rss_before_model_mb": before,
                    "model_share_mb": peak - before,
-                   "estimated_state_mb": (estimate.device_total + estimate.host_total) / 2**20}
+                   "estimated_state_mb": estimate.total / 2**20}
             if "gpu_peak_allocated_mb" in per_rank[0]:
                 row["gpu_peak_allocated_mb"] = max(r["gpu_peak_allocated_mb"] for r in per_rank)
             table.append(row)

@@ -21,7 +21,7 @@ from rlhf.algo.kl import AdaptiveKLController, FixedKLController
 from rlhf.algo.masked import RunningMoments
 from rlhf.algo.ppo import compute_advantages, minibatch_plan
 from rlhf.checkpoint import CheckpointManager
-from rlhf.config import for_stage
+from rlhf.config import for_stage, model_sources
 from rlhf.data.pretrain import PretrainTexts
 from rlhf.data.prompts import PromptStream, left_pad, load_prompt_texts, tokenize_prompts
 from rlhf.generation import SamplingParams
@@ -42,20 +42,10 @@ class Prompts:
 
 
 def resolve_paths(cfg) -> ModelPaths:
-    """Every model path of the run, each checked (exists, holds a model) and named by its key in errors."""
-    resolve = lambda name, key: resolve_model_path(name, cfg.model.cache_dir, cfg.model.tiny, key)
-    policy = resolve(cfg.model.policy, "model.policy")
-    if cfg.reward.model is not None:
-        resolve(cfg.reward.model, "reward.model")
-    value = None
-    if cfg.uses_critic:
-        if cfg.model.value:
-            value = resolve(cfg.model.value, "model.value")
-        elif cfg.ppo.init_value_from_reward:
-            value = resolve(cfg.reward.model, "reward.model")
-        else:
-            value = policy
-    reference = resolve(cfg.model.reference, "model.reference") if cfg.model.reference else policy
+    """Every model path of the run (`model_sources`), each checked (exists, holds a model) and named by its key."""
+    paths = {role: resolve_model_path(source.name, cfg.model.cache_dir, cfg.model.tiny, source.key)
+             for role, source in model_sources(cfg, "ppo").items()}
+    policy, reference, value = paths["policy"], paths["reference"], paths.get("value")
     return ModelPaths(policy=policy, reference=reference, value=value, tokenizer=policy)
 
 

@@ -18,23 +18,20 @@ from rlhf.batches import collate_rankings, collate_sft
 from rlhf.data.comparisons import tokenize_comparisons
 from rlhf.data.demonstrations import tokenize_demonstrations
 from rlhf.data.loading import load_rows
-from rlhf.models import load_tokenizer, resolve_model_path, save_reward_normalization
+from rlhf.config import STAGE_ROLES
+from rlhf.models import save_reward_normalization
 from rlhf.seeding import derive_seed
 
 from .supervised import SupervisedTrainer, split_rows
 
 
 class RMTrainer(SupervisedTrainer):
-    stage, role, worker_cls, prefix, rows_name = "rm", "reward", RewardModelWorker, "rm", "prompts"
+    stage, role, worker_cls, prefix, rows_name = "rm", STAGE_ROLES["rm"], RewardModelWorker, "rm", "prompts"
     higher_is_better, export_best = True, False
 
     def __init__(self, cfg, resume: bool = False):
         super().__init__(cfg, resume)
         cfg = self.cfg
-        base, key = (cfg.rm.base, "rm.base") if cfg.rm.base else (cfg.model.policy, "model.policy")
-        self.model_path = resolve_model_path(base, cfg.model.cache_dir, cfg.model.tiny, key)
-        self.tokenizer_path = self.model_path
-        self.tokenizer = load_tokenizer(self.model_path)
         rows = load_rows(cfg.rm.data, "comparisons", key="rm.data")
         self.comparisons = tokenize_comparisons(rows, cfg.rm, self.tokenizer, cfg.rm.data)
         self.split(len(self.comparisons))

@@ -15,7 +15,7 @@ from rlhf.batches import collate_sft, length_grouped_order
 from rlhf.data.demonstrations import tokenize_demonstrations
 from rlhf.data.loading import load_rows
 from rlhf.data.prompts import left_pad
-from rlhf.models import load_tokenizer, resolve_model_path
+from rlhf.config import STAGE_ROLES
 from rlhf.reward_function import probe_reward_function
 from rlhf.seeding import derive_seed
 
@@ -23,15 +23,12 @@ from .supervised import SupervisedTrainer
 
 
 class SFTTrainer(SupervisedTrainer):
-    stage, role, worker_cls, prefix, rows_name = "sft", "policy", SFTWorker, "sft", "demonstrations"
+    stage, role, worker_cls, prefix, rows_name = "sft", STAGE_ROLES["sft"], SFTWorker, "sft", "demonstrations"
 
     def __init__(self, cfg, resume: bool = False):
         super().__init__(cfg, resume)
         cfg = self.cfg
         self.higher_is_better = cfg.sft.select_by == "reward"
-        self.model_path = resolve_model_path(cfg.model.policy, cfg.model.cache_dir, cfg.model.tiny, "model.policy")
-        self.tokenizer_path = self.model_path
-        self.tokenizer = load_tokenizer(self.model_path)
         rows = load_rows(cfg.sft.data, "demonstrations", key="sft.data")
         self.samples = tokenize_demonstrations(rows, cfg.sft, self.tokenizer, cfg.sft.data)
         self.split(len(self.samples), require_validation=cfg.sft.select_by == "val_loss")

@@ -12,9 +12,10 @@ import torch
 from actors.group import RoleGroups, RoleSpec
 from actors.trainable import reduce_train_stats
 from rlhf.checkpoint import CheckpointManager
-from rlhf.config import for_stage
+from rlhf.config import for_stage, model_sources
 from rlhf.data.loading import DataError
 from rlhf.memory_plan import check_stage_fits
+from rlhf.models import load_tokenizer, resolve_model_path
 from rlhf.seeding import derive_seed
 
 from .ray_session import ray_session
@@ -30,7 +31,7 @@ def split_rows(count: int, fraction: float, seed: int) -> tuple[list[int], list[
 
 class SupervisedTrainer:
     stage = ""                 # 'sft' or 'rm': the config section and the engine settings it owns
-    role = "policy"            # whose actors and resources the stage uses
+    role = ""                  # whose actors and resources the stage uses: STAGE_ROLES[stage]
     worker_cls = None
     prefix = ""                # metric prefix
     higher_is_better = False   # of the selection metric
@@ -45,8 +46,12 @@ class SupervisedTrainer:
         self.checkpoints = CheckpointManager(cfg.run_dir, cfg.checkpoint.keep_last)
         self.run_dir = prepare_run_dir(cfg, resume, lambda: self.checkpoints.latest() is not None)
         self.step, self.best = 0, None
+        source = model_sources(cfg, self.stage)[self.role]
+        self.model_path = resolve_model_path(source.name, cfg.model.cache_dir, cfg.model.tiny, source.key)
+        self.tokenizer_path = self.model_path
+        self.tokenizer = load_tokenizer(self.model_path)
 
-    # subclasses: self.model_path, self.tokenizer_path, self.steps_per_epoch, batch(step) -> batch object,
+    # subclasses: self.steps_per_epoch, batch(step) -> batch object,
     # validate() -> (metrics, selection value), on_finish()
 
     def split(self, count: int, require_validation: bool = True) -> None:

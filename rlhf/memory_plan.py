@@ -34,6 +34,10 @@ class RoleMemory:
     def host_total(self) -> float:
         return sum(self.host.values())
 
+    @property
+    def total(self) -> float:
+        return self.device_total + self.host_total
+
 
 def trainable_memory(role: str, params: int, element_bytes: int, ranks: int, zero) -> RoleMemory:
     """Weights, gradients and optimizer state per rank of a ZeRO engine (`zero`: ZeroSettings)."""
@@ -95,7 +99,7 @@ def check_fits(plan: list[RoleMemory], host_bytes: float, gpu_bytes: float | Non
     """Refuse `plan` if it cannot fit. `gpu_bytes`: memory of one GPU, or None on a CPU-only run (then everything
     is host memory); `gpu_roles`: the roles whose ranks each have a GPU."""
     if gpu_bytes is None:
-        need = sum(r.ranks * (r.device_total + r.host_total + PER_ACTOR_OVERHEAD["host"]) for r in plan)
+        need = sum(r.ranks * (r.total + PER_ACTOR_OVERHEAD["host"]) for r in plan)
         if need > host_bytes:
             raise MemoryPlanError(
                 f"memory: this plan needs about {need / GIB:.1f} GiB of host memory before activations "
@@ -128,46 +132,37 @@ def dtype_bytes(cfg) -> int:
     return torch_dtype(cfg.precision.dtype, device).itemsize
 
 
-def stage_plan(cfg, stage: str, count=count_parameters) -> list[RoleMemory]:
-    """The roles `stage` ('ppo', 'sft', 'rm') starts, with the model each builds (no path is resolved: a 'tiny'
-    model is counted from its shape, not made)."""
-    from .config import engine_settings
+def stage_plan(cfg, stage: str) -> list[RoleMemory]:
+    """The roles `stage` ('ppo', 'sft', 'rm') starts, each with the model it loads (`model_sources`; no path is
+    resolved: a 'tiny' model is counted from its shape, not made)."""
+    from .config import STAGE_ROLES, engine_settings, model_sources
 
-    element = dtype_bytes(cfg)
-
-    tiny = cfg.model.tiny
-    actors = lambda role: getattr(cfg.actors, role).num_actors
-    if stage in ("sft", "rm"):
-        base = cfg.model.policy if stage == "sft" else (cfg.rm.base or cfg.model.policy)
-        params = count(base, stage == "rm", tiny, "model.policy" if base == cfg.model.policy else "rm.base")
-        return [trainable_memory(stage, params, element, actors("policy"), engine_settings(cfg, stage).zero)]
-    policy = count(cfg.model.policy, False, tiny, "model.policy")
-    plan = [trainable_memory("policy", policy, element, actors("policy"), cfg.deepspeed.policy),
-            frozen_memory("rollout", policy, element, actors("rollout"), sharded=False)]
-    sharded = cfg.deepspeed.frozen_zero_stage == 3
-    reference = count(cfg.model.reference, False, tiny, "model.reference") if cfg.model.reference else policy
-    plan.append(frozen_memory("reference", reference, element, actors("reference"), sharded))
-    if cfg.reward.model is not None:
-        plan.append(frozen_memory("reward", count(cfg.reward.model, True, tiny, "reward.model"), element,
-                                  actors("reward"),
-                                  sharded))
-    if cfg.uses_critic:
-        source, key = ((cfg.model.value, "model.value") if cfg.model.value else
-                       (cfg.reward.model, "reward.model") if cfg.ppo.init_value_from_reward else
-                       (cfg.model.policy, "model.policy"))
-        plan.append(trainable_memory("value", count(source, True, tiny, key), element, actors("value"),
-                                     cfg.deepspeed.value))
+    element, sharded = dtype_bytes(cfg), cfg.deepspeed.frozen_zero_stage == 3
+    counted = {}
+    plan = []
+    for role, source in model_sources(cfg, stage).items():
+        key = (source.name, source.scalar_head)
+        if key not in counted:
+            counted[key] = count_parameters(source.name, source.scalar_head, cfg.model.tiny, source.key)
+        ranks = getattr(cfg.actors, role).num_actors
+        if stage in STAGE_ROLES:
+            plan.append(trainable_memory(stage, counted[key], element, ranks, engine_settings(cfg, stage).zero))
+        elif role in ("policy", "value"):
+            plan.append(trainable_memory(role, counted[key], element, ranks, getattr(cfg.deepspeed, role)))
+        else:   # the rollout actors hold a whole replica; reference and reward are sharded under frozen ZeRO-3
+            plan.append(frozen_memory(role, counted[key], element, ranks, sharded and role != "rollout"))
     return plan
 
 
-FIXES = {
-    "ppo": "to fit: raise deepspeed.policy.zero_stage / deepspeed.value.zero_stage (3 shards everything), add "
-           "actors.*.num_actors, set offload_optimizer, deepspeed.frozen_zero_stage 3, or a smaller model",
-    "sft": "to fit: raise sft.deepspeed.zero_stage (3 shards everything), add actors.policy.num_actors, set "
-           "sft.deepspeed.offload_optimizer, or a smaller model",
-    "rm": "to fit: raise rm.deepspeed.zero_stage (3 shards everything), add actors.policy.num_actors, set "
-          "rm.deepspeed.offload_optimizer, or a smaller model",
-}
+def fixes(stage: str) -> str:
+    """The settings that make a `stage` plan smaller, named as the config names them."""
+    from .config import STAGE_ROLES
+
+    if stage in STAGE_ROLES:
+        return (f"to fit: raise {stage}.deepspeed.zero_stage (3 shards everything), add "
+                f"actors.{STAGE_ROLES[stage]}.num_actors, set {stage}.deepspeed.offload_optimizer, or a smaller model")
+    return ("to fit: raise deepspeed.policy.zero_stage / deepspeed.value.zero_stage (3 shards everything), add "
+            "actors.*.num_actors, set offload_optimizer, deepspeed.frozen_zero_stage 3, or a smaller model")
 
 
 def check_stage_fits(cfg, stage: str) -> list[RoleMemory]:
@@ -179,10 +174,12 @@ def check_stage_fits(cfg, stage: str) -> list[RoleMemory]:
     import psutil
     import torch
 
-    resources = lambda role: getattr(cfg.actors, "policy" if role in ("sft", "rm") else role)   # SFT, RM: policy's
-    gpu_roles = {r.role for r in plan if resources(r.role).num_gpus > 0}
+    from .config import STAGE_ROLES
+
+    actors = lambda name: getattr(cfg.actors, STAGE_ROLES.get(name, name))     # SFT and RM run on a role's actors
+    gpu_roles = {r.role for r in plan if actors(r.role).num_gpus > 0}
     gpu_bytes = torch.cuda.get_device_properties(0).total_memory if gpu_roles and torch.cuda.is_available() else None
     if gpu_roles and gpu_bytes is None:
         return plan          # GPUs asked for on a machine without: placement will say so
-    check_fits(plan, psutil.virtual_memory().available, gpu_bytes, gpu_roles, FIXES[stage])
+    check_fits(plan, psutil.virtual_memory().available, gpu_bytes, gpu_roles, fixes(stage))
     return plan

@@ -6,4 +6,5 @@ from .schema import (ROLES, STAGES, ConfigError, Section, RunConfig, TinyModelCo
                      RolloutConfig, RewardConfig, PPOConfig, RoleResources, ActorsConfig, ZeroSettings,
                      TrainableDeepSpeed, DeepSpeedConfig, PrecisionConfig, LoggingConfig, CheckpointConfig,
                      SupervisedStageConfig, SFTConfig, RMConfig, PipelineConfig, Config)
-from .stages import STAGE_CHECKS, EngineSettings, engine_settings, for_stage
+from .stages import (STAGE_CHECKS, STAGE_ROLES, EngineSettings, ModelSource, engine_settings, for_stage,
+                     model_sources)

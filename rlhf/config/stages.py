@@ -131,3 +131,39 @@ def engine_settings(cfg: Config, owner: str) -> EngineSettings:
     return EngineSettings(section.lr, section.weight_decay, section.warmup_steps, section.max_grad_norm,
                           section.deepspeed, section.micro_batch_size, section.batch_size)
 
+
+
+# whose actors (and `actors.<role>` resources) the supervised stages use
+STAGE_ROLES = {"sft": "policy", "rm": "reward"}
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """The model a role loads: its name or path as the config gives it, the key that gave it (for errors), and
+    whether it carries a scalar head (reward and value models)."""
+
+    name: str
+    key: str
+    scalar_head: bool
+
+
+def model_sources(cfg: Config, stage: str) -> dict[str, ModelSource]:
+    """role -> the model it loads in `stage` ('ppo', 'sft', 'rm'): the one place that decides, for the drivers that
+    resolve the paths and for the memory plan that sizes them."""
+    policy = ModelSource(cfg.model.policy, "model.policy", False)
+    if stage == "sft":
+        return {"policy": policy}
+    if stage == "rm":
+        base = ModelSource(cfg.rm.base, "rm.base", True) if cfg.rm.base else ModelSource(policy.name, policy.key, True)
+        return {"reward": base}
+    sources = {"policy": policy, "rollout": policy,
+               "reference": ModelSource(cfg.model.reference, "model.reference", False) if cfg.model.reference
+               else policy}
+    if cfg.reward.model is not None:
+        sources["reward"] = ModelSource(cfg.reward.model, "reward.model", True)
+    if cfg.uses_critic:
+        value = ((cfg.model.value, "model.value") if cfg.model.value else
+                 (cfg.reward.model, "reward.model") if cfg.ppo.init_value_from_reward else
+                 (cfg.model.policy, "model.policy"))
+        sources["value"] = ModelSource(*value, True)
+    return sources
