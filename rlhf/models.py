@@ -13,6 +13,7 @@ from torch import nn
 
 PAD, EOS, BOS, UNK = "<pad>", "</s>", "<s>", "<unk>"
 TINY_CHARS = string.digits + string.ascii_lowercase + string.ascii_uppercase + " .,:;!?+-*/=()'\"\n_#<>[]{}|"
+TINY_VOCAB = [PAD, EOS, BOS, UNK, *TINY_CHARS]      # token id = position
 TINY_CHAT_TEMPLATE = (
     "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
     "{% if add_generation_prompt %}assistant: {% endif %}"
@@ -36,7 +37,7 @@ def build_char_tokenizer():
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {token: i for i, token in enumerate([PAD, EOS, BOS, UNK, *TINY_CHARS])}
+    vocab = {token: i for i, token in enumerate(TINY_VOCAB)}
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
     core.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
     core.decoder = decoders.Fuse()
@@ -64,12 +65,11 @@ def tiny_config(num_layers: int = 2, hidden_size: int = 64, num_heads: int = 4):
     """The LlamaConfig of the tiny model (vocabulary: the char tokenizer's), without building anything."""
     from transformers import LlamaConfig
 
-    specials = {token: i for i, token in enumerate([PAD, EOS, BOS, UNK])}
     return LlamaConfig(
-        vocab_size=len(specials) + len(TINY_CHARS), hidden_size=hidden_size, intermediate_size=hidden_size * 4,
+        vocab_size=len(TINY_VOCAB), hidden_size=hidden_size, intermediate_size=hidden_size * 4,
         num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_heads,
-        max_position_embeddings=512, pad_token_id=specials[PAD], eos_token_id=specials[EOS],
-        bos_token_id=specials[BOS], tie_word_embeddings=False,
+        max_position_embeddings=512, pad_token_id=TINY_VOCAB.index(PAD), eos_token_id=TINY_VOCAB.index(EOS),
+        bos_token_id=TINY_VOCAB.index(BOS), tie_word_embeddings=False,
     )
 
 
@@ -81,7 +81,6 @@ def make_tiny_model(folder: str | Path, num_layers: int = 2, hidden_size: int = 
     quiet_transformers()
     tokenizer = build_char_tokenizer()
     config = tiny_config(num_layers, hidden_size, num_heads)
-    assert config.vocab_size == len(tokenizer)
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
 
