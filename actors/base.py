@@ -11,6 +11,7 @@ import torch
 
 from rlhf.algo.logprobs import response_slice, token_logprobs_and_entropy
 from rlhf.config import Config
+from rlhf.lora import plain_model
 from rlhf.models import torch_dtype
 from rlhf.seeding import derive_seed
 from rlhf.sharding import chunks, shard
@@ -95,7 +96,7 @@ class RoleWorker:
     @functools.cached_property
     def keeps_logits(self) -> bool:
         """Whether the model's forward takes `logits_to_keep` (asked once, after `setup` set `self.runner`)."""
-        module = getattr(self.runner, "module", self.runner)
+        module = plain_model(getattr(self.runner, "module", self.runner))
         return "logits_to_keep" in inspect.signature(module.forward).parameters
 
     def peak_memory_mb(self) -> dict:

@@ -6,6 +6,7 @@ import torch
 
 from rlhf.algo.losses import entropy_loss, kl_loss, lm_loss, policy_loss
 from rlhf.experience import Experience
+from rlhf.lora import adapters_off
 from rlhf.models import load_causal_lm
 from rlhf.sharding import shard_slice
 
@@ -19,6 +20,12 @@ class PolicyWorker(TrainableWorker):
     def logprobs(self, exp: Experience) -> torch.Tensor:
         """log pi(a_t) of the sampled tokens of this rank's shard (logits / temperature)."""
         return self.forward_batches(exp, lambda micro: self.response_token_stats(micro)[0])
+
+    def reference_logprobs(self, exp: Experience) -> torch.Tensor:
+        """log pi_ref of the sampled tokens from this policy with its LoRA adapters off: the base is the initial
+        policy, so the reference needs no actors of its own (`model.lora.reference_from_policy`)."""
+        with adapters_off(self.engine.module):
+            return self.logprobs(exp)
 
     def train(self, exp: Experience, plan: list, kl_coef: float, ptx: tuple | None = None) -> dict:
         """PPO epochs over the minibatches of `plan`; `ptx` = (input_ids, mask), each (updates, rows, length):

@@ -24,16 +24,17 @@ from .weight_sync import METHODS as WEIGHT_SYNC_METHODS
 @dataclass
 class ModelPaths:
     policy: str
-    reference: str
+    reference: str | None      # None: the policy actors compute the reference log-probs (LoRA, adapters off)
     value: str | None
     tokenizer: str
 
 
 def ppo_role_specs(cfg, paths: ModelPaths) -> list[RoleSpec]:
     frozen_distributed = cfg.deepspeed.frozen_zero_stage == 3
-    specs = [RoleSpec("policy", PolicyWorker, (paths.policy,), distributed=True),
-             RoleSpec("reference", ReferenceWorker, (paths.reference,), distributed=frozen_distributed),
-             RoleSpec("reward", RewardWorker, (paths.tokenizer,),
+    specs = [RoleSpec("policy", PolicyWorker, (paths.policy,), distributed=True)]
+    if paths.reference is not None:
+        specs.append(RoleSpec("reference", ReferenceWorker, (paths.reference,), distributed=frozen_distributed))
+    specs += [RoleSpec("reward", RewardWorker, (paths.tokenizer,),
                       distributed=frozen_distributed and cfg.reward.model is not None),
              RoleSpec("rollout", RolloutWorker, (paths.policy, paths.tokenizer))]
     if cfg.uses_critic:
@@ -46,7 +47,9 @@ class RoleSet:
         self.cfg, self.paths = cfg, paths
         self.groups = RoleGroups(cfg, ppo_role_specs(cfg, paths))
         self.policy, self.value = self.groups["policy"], self.groups.get("value")
-        self.reference, self.reward, self.rollout = self.groups["reference"], self.groups["reward"], self.groups["rollout"]
+        self.reward, self.rollout = self.groups["reward"], self.groups["rollout"]
+        # without reference actors the policy actors score the reference too, with their adapters off
+        self.reference = self.groups.get("reference")
         try:
             self.weight_sync = WEIGHT_SYNC_METHODS[cfg.rollout.weight_sync](self.policy, self.rollout, cfg)
         except BaseException:
@@ -64,7 +67,8 @@ class RoleSet:
         """Old log-probs (policy), reference log-probs, rewards and values, all roles at once on one shared object."""
         ref = ray.put(exp)
         calls = {"old_logprobs": self.policy.call("logprobs", ref),
-                 "reference_logprobs": self.reference.call("logprobs", ref),
+                 "reference_logprobs": (self.reference.call("logprobs", ref) if self.reference is not None
+                                        else self.policy.call("reference_logprobs", ref)),
                  "scores": self.reward.call("scores", ref)}
         if self.value is not None:
             calls["values"] = self.value.call("values", ref)
@@ -98,8 +102,10 @@ class RoleSet:
     def load(self, folder) -> None:
         gather_all(*[group.call("load_checkpoint", f"{folder}/{name}") for name, group in self.trainable().items()])
 
-    def export_policy(self, folder) -> None:
-        self.policy.run("export_hf", str(folder), self.paths.tokenizer)
+    def export_policy(self, folder, adapter_folder) -> None:
+        """The policy in HF format into `folder`; with LoRA that is the merged model, and the adapter goes to
+        `adapter_folder` (on top of the initial policy)."""
+        self.policy.run("export_hf", str(folder), self.paths.tokenizer, str(adapter_folder), self.paths.policy)
 
     def peak_memory(self) -> dict:
         out = {}

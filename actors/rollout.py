@@ -26,8 +26,10 @@ class RolloutWorker(RoleWorker):
                                     derive_seed(self.cfg.run.seed, purpose, step, self.rank))
 
     def load_weights(self, encoded_state: dict) -> None:
-        """The object-store way: the whole state dict at once."""
-        self.engine.load_state_dict(decode(encoded_state))
+        """The object-store way: every tensor at once, by name (the names the collective way sends)."""
+        named = list(decode(encoded_state).items())
+        self.engine.check_weight_names([(name, tuple(tensor.shape)) for name, tensor in named])
+        self.engine.load_weights(named)
 
     def join_weight_sync(self, host: str, port: int, world_size: int, timeout_s: float) -> None:
         """Join the weight-sync group as rank 1 + this actor's rank (the policy's rank 0 is rank 0)."""

@@ -3,6 +3,7 @@ minibatch/micro-batch update loop with global-token normalization, checkpoints, 
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections import defaultdict
 from typing import Callable
 
@@ -10,6 +11,7 @@ import torch
 
 from rlhf.config import EngineSettings, engine_settings
 from rlhf.deepspeed_config import trainable_config
+from rlhf.lora import adapter_state, add_adapters, is_lora, materialize, plain_model, weight_sources
 from rlhf.sharding import chunks, shard
 
 from .base import RoleWorker
@@ -25,7 +27,8 @@ class TrainableWorker(RoleWorker):
     def build_engine(self, load: Callable[[], torch.nn.Module], owner: str) -> None:
         """Build the model with `load()` (partitioned from the start under ZeRO-3: `actors/loading.py`) and wrap it
         in a ZeRO engine with a torch AdamW (no C++ op build) and a warmup LR schedule, all from the settings of
-        `owner` ('policy' or 'value' for PPO, 'sft', 'rm'): see `rlhf.config.engine_settings`."""
+        `owner` ('policy' or 'value' for PPO, 'sft', 'rm'): see `rlhf.config.engine_settings`. With LoRA in those
+        settings, adapters are added (`rlhf/lora.py`) and only they (and a value model's head) go to the optimizer."""
         import deepspeed
 
         settings: EngineSettings = engine_settings(self.cfg, owner)
@@ -36,6 +39,9 @@ class TrainableWorker(RoleWorker):
         if self.cfg.model.gradient_checkpointing:
             model.config.use_cache = False
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if settings.lora is not None:
+            model = add_adapters(model, settings.lora)
+        self.lora = is_lora(model)
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay, betas=(0.9, 0.95),
                                       eps=1e-8)
@@ -116,6 +122,20 @@ class TrainableWorker(RoleWorker):
         else:
             yield self.engine.module
 
+    @functools.cached_property
+    def weight_sources(self) -> list:
+        """What each tensor of the plain model (the rollout's, an export's) is made from (`rlhf/lora.py`)."""
+        return weight_sources(self.engine.module)
+
+    def plain_weights(self) -> dict | None:
+        """The plain model's weights by name (LoRA merged in) on rank 0, None elsewhere. Collective under ZeRO-3."""
+        with self.gathered() as module:
+            if self.rank != 0:
+                return None
+            params = dict(module.named_parameters())
+            return {source.name: materialize(source, [params[p] for p in source.params]).cpu().clone()
+                    for source in self.weight_sources}
+
     def full_state_dict(self) -> dict | None:
         """The whole model's state dict on rank 0 (None elsewhere). Collective under ZeRO-3: call on all ranks."""
         with self.gathered() as module:
@@ -132,7 +152,7 @@ class TrainableWorker(RoleWorker):
         from .weight_sync import publish
 
         with ExtraPeakMemory(self.device) as memory:
-            state = self.full_state_dict()
+            state = self.plain_weights()
             published = publish(state) if self.rank == 0 else None
             del state
         return (published, memory.extra_mb) if self.rank == 0 else None
@@ -141,8 +161,9 @@ class TrainableWorker(RoleWorker):
         """The buckets of (name, shape, dtype) the collective sync sends, in order (the same on every rank)."""
         from .weight_sync import bucket_plan
 
-        named = [(name, tuple(getattr(p, "ds_shape", p.shape)), str(p.dtype).removeprefix("torch."))
-                 for name, p in self.engine.module.named_parameters()]
+        params = dict(self.engine.module.named_parameters())
+        named = [(source.name, tuple(getattr(p, "ds_shape", p.shape)), str(p.dtype).removeprefix("torch."))
+                 for source in self.weight_sources for p in [params[source.params[0]]]]
         return bucket_plan(named, bucket_mb)
 
     def host_weight_sync(self, world_size: int, timeout_s: float) -> tuple[str, int]:
@@ -159,19 +180,23 @@ class TrainableWorker(RoleWorker):
         self.weight_sync = SyncGroup(self._sync_store, 0, world_size, timeout_s, self.device)
 
     def broadcast_weights(self, plan: list) -> float | None:
-        """Every rank: gather one bucket at a time (ZeRO-3); rank 0 flattens and broadcasts it. Returns rank 0's
-        extra peak memory in MiB."""
+        """Every rank: gather one bucket at a time (ZeRO-3: with the adapters its LoRA weights are merged from);
+        rank 0 flattens and broadcasts it. Returns rank 0's extra peak memory in MiB."""
         from .memory import ExtraPeakMemory, release_freed_host_memory
 
         params = dict(self.engine.module.named_parameters())
+        sources = {source.name: source for source in self.weight_sources}
         with ExtraPeakMemory(self.device) as memory:
             for bucket in plan:
-                tensors = [params[name] for name, _, _ in bucket]
-                with self.gathered(tensors):
+                chosen = [sources[name] for name, _, _ in bucket]
+                with self.gathered([params[p] for source in chosen for p in source.params]):
                     if self.rank == 0:
-                        # a bucket of one tensor (e.g. an embedding larger than the bucket) is sent without a copy
-                        flat = (tensors[0].detach().reshape(-1) if len(tensors) == 1
-                                else torch.cat([t.detach().reshape(-1) for t in tensors])).to(self.device)
+                        # a bucket of one plain tensor (e.g. an embedding larger than the bucket) is sent uncopied
+                        tensors = [params[s.params[0]].detach() if s.scaling is None and len(chosen) == 1
+                                   else materialize(s, [params[p] for p in s.params]) for s in chosen]
+                        flat = (tensors[0].reshape(-1) if len(tensors) == 1
+                                else torch.cat([t.reshape(-1) for t in tensors])).to(self.device)
+                        del tensors
                         self.weight_sync.broadcast(flat)
                         del flat
                 release_freed_host_memory(self.device)     # one bucket resident, not all (16 MB buckets: ~1 GB)
@@ -179,21 +204,33 @@ class TrainableWorker(RoleWorker):
 
     def save_checkpoint(self, folder: str) -> None:
         """Model, optimizer and scheduler state of every rank, in DeepSpeed's layout (collective)."""
-        self.engine.save_checkpoint(folder, tag="state", save_latest=False)
+        self.engine.save_checkpoint(folder, tag="state", save_latest=False, exclude_frozen_parameters=self.lora)
 
     def load_checkpoint(self, folder: str) -> None:
+        """The state `save_checkpoint` wrote (with LoRA: the adapters; the frozen base is the one loaded at start)."""
         path, _ = self.engine.load_checkpoint(folder, tag="state", load_optimizer_states=True,
-                                              load_lr_scheduler_states=True)
+                                              load_lr_scheduler_states=True, load_module_strict=not self.lora)
         if path is None:
             raise FileNotFoundError(f"no {self.role} checkpoint in {folder}")
 
-    def export_hf(self, folder: str, tokenizer_path: str) -> None:
-        """save_pretrained + tokenizer on rank 0 (collective under ZeRO-3)."""
-        from rlhf.models import export_hf, load_tokenizer
+    def export_hf(self, folder: str, tokenizer_path: str, adapter_folder: str | None = None,
+                  base_path: str | None = None) -> None:
+        """save_pretrained + tokenizer on rank 0 (collective under ZeRO-3). With LoRA, `folder` gets the merged
+        model (loadable without PEFT) and `adapter_folder` the adapter alone, on top of `base_path`."""
+        from rlhf.models import export_adapter, export_hf, load_tokenizer
 
-        state = self.full_state_dict()
+        if not self.lora:
+            state = self.full_state_dict()
+            if self.rank == 0:
+                export_hf(self.engine.module, load_tokenizer(tokenizer_path), folder, state_dict=state)
+            return
+        merged = self.plain_weights()
+        with self.gathered() as module:
+            adapter = adapter_state(module, module.state_dict()) if self.rank == 0 else None
         if self.rank == 0:
-            export_hf(self.engine.module, load_tokenizer(tokenizer_path), folder, state_dict=state)
+            export_hf(plain_model(self.engine.module), load_tokenizer(tokenizer_path), folder, state_dict=merged)
+            if adapter_folder:
+                export_adapter(self.engine.module, adapter, adapter_folder, base_path)
 
 
 def reduce_train_stats(per_rank: list[dict], prefix: str) -> dict:

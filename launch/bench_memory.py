@@ -10,7 +10,7 @@ import torch
 
 from actors.group import RoleGroups, RoleSpec
 from actors.policy import PolicyWorker
-from rlhf.config import build_config, for_stage, merge_trees
+from rlhf.config import build_config, engine_settings, for_stage, merge_trees
 from rlhf.experience import Experience
 from rlhf.memory_plan import count_parameters, dtype_bytes, trainable_memory
 from rlhf.models import load_tokenizer, resolve_model_path
@@ -55,7 +55,8 @@ def run_memory_bench(cfg, stages: list[int], ranks: list[int]) -> list[dict]:
     path = resolve_model_path(cfg.model.policy, cfg.model.cache_dir, cfg.model.tiny, "model.policy")
     vocab_size = len(load_tokenizer(path))
     cells = [(stage, n, cell_config(cfg, stage, n)) for stage in stages for n in ranks]
-    params = count_parameters(cfg.model.policy, False, cfg.model.tiny, "model.policy")
+    lora = engine_settings(cfg, "policy").lora          # with LoRA: only the adapters carry optimizer state
+    params, trainable = count_parameters(cfg.model.policy, False, cfg.model.tiny, "model.policy", lora)
     element = dtype_bytes(cfg)
     table = []
     with ray_session(max((c for _, _, c in cells), key=lambda c: c.actors.policy.num_actors)):
@@ -63,7 +64,7 @@ def run_memory_bench(cfg, stages: list[int], ranks: list[int]) -> list[dict]:
             per_rank = measure_cell(cell, path, vocab_size)
             peak = max(r["host_peak_rss_mb"] for r in per_rank)
             before = max(r["host_rss_before_model_mb"] for r in per_rank)
-            estimate = trainable_memory("policy", params, element, n, cell.deepspeed.policy)
+            estimate = trainable_memory("policy", params, element, n, cell.deepspeed.policy, trainable)
             row = {"zero_stage": stage, "ranks": n, "host_peak_rss_mb": peak, "host_rss_before_model_mb": before,
                    "model_share_mb": peak - before,
                    "estimated_state_mb": estimate.total / 2**20}

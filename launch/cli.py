@@ -8,6 +8,7 @@ from importlib import import_module
 
 from rlhf.config import ConfigError, load_config
 from rlhf.data.loading import DataError
+from rlhf.lora import LoraError
 from rlhf.memory_plan import MemoryPlanError
 from rlhf.models import ModelLoadError
 from rlhf.reward_function import RewardFunctionError
@@ -15,7 +16,7 @@ from rlhf.reward_function import RewardFunctionError
 from .runlog import RunDirError
 
 USER_ERRORS = (ConfigError, DataError, ModelLoadError, RewardFunctionError, RunDirError, MemoryPlanError,
-               FileNotFoundError)
+               LoraError, FileNotFoundError)
 
 # The stages, looked up by name: help text and the driver (module, function) that runs one from a config.
 STAGES = {

@@ -45,7 +45,7 @@ def resolve_paths(cfg) -> ModelPaths:
     """Every model path of the run (`model_sources`), each checked (exists, holds a model) and named by its key."""
     paths = {role: resolve_model_path(source.name, cfg.model.cache_dir, cfg.model.tiny, source.key)
              for role, source in model_sources(cfg, "ppo").items()}
-    policy, reference, value = paths["policy"], paths["reference"], paths.get("value")
+    policy, reference, value = paths["policy"], paths.get("reference"), paths.get("value")
     return ModelPaths(policy=policy, reference=reference, value=value, tokenizer=policy)
 
 
@@ -97,7 +97,7 @@ class PPOTrainer:
                     while self.step < self.cfg.run.num_steps:
                         self.ppo_step()
                     if self.cfg.checkpoint.export_hf:
-                        self.roles.export_policy(self.run_dir / "policy_hf")
+                        self.roles.export_policy(self.run_dir / "policy_hf", self.run_dir / "policy_adapter")
                     self.peak_memory = self.roles.peak_memory()
                 finally:
                     self.log.close()

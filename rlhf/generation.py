@@ -33,8 +33,6 @@ class RolloutEngine(Protocol):
     def generate(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, prompt_index: torch.Tensor,
                  params: SamplingParams, seed: int) -> Experience: ...
 
-    def load_state_dict(self, state_dict: dict) -> None: ...
-
     def load_weights(self, named_tensors: list[tuple[str, torch.Tensor]]) -> None: ...
 
     def check_weight_names(self, names_and_shapes: list[tuple[str, tuple]]) -> None: ...
@@ -107,13 +105,6 @@ class HFGenerateEngine:
         if missing or other:
             raise RuntimeError(f"weight sync: the rollout model lacks {missing[:3]} or has other shapes for {other[:3]}; "
                                f"are policy and rollout the same architecture?")
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        tensors = {k: torch.as_tensor(v) for k, v in state_dict.items()}
-        missing, unexpected = self.model.load_state_dict(tensors, strict=False)
-        real_missing = [k for k in missing if k not in getattr(self.model, "_tied_weights_keys", {}) and "lm_head" not in k]
-        if unexpected or real_missing:
-            raise RuntimeError(f"weight sync mismatch: missing {real_missing[:3]}, unexpected {unexpected[:3]}")
 
 
 # the table the config's `rollout.engine` choices come from: name -> class built as cls(model, tokenizer, device)

@@ -39,13 +39,16 @@ class RoleMemory:
         return self.device_total + self.host_total
 
 
-def trainable_memory(role: str, params: int, element_bytes: int, ranks: int, zero) -> RoleMemory:
-    """Weights, gradients and optimizer state per rank of a ZeRO engine (`zero`: ZeroSettings)."""
+def trainable_memory(role: str, params: int, element_bytes: int, ranks: int, zero,
+                     trainable: int | None = None) -> RoleMemory:
+    """Weights, gradients and optimizer state per rank of a ZeRO engine (`zero`: ZeroSettings). Of the `params`
+    weights only `trainable` (default: all; with LoRA: the adapters) carry gradients and optimizer state."""
+    trainable = params if trainable is None else trainable
     stage = zero.zero_stage
     share = lambda from_stage: 1 / ranks if stage >= from_stage else 1.0
     master = 4 if stage >= 1 or element_bytes == 2 else 0
-    parts = {"weights": params * element_bytes * share(3), "gradients": params * element_bytes * share(2),
-             "optimizer": params * (8 + master) * share(1)}
+    parts = {"weights": params * element_bytes * share(3), "gradients": trainable * element_bytes * share(2),
+             "optimizer": trainable * (8 + master) * share(1)}
     host = {}
     if zero.offload_optimizer:
         host["optimizer"] = parts.pop("optimizer")
@@ -58,9 +61,11 @@ def frozen_memory(role: str, params: int, element_bytes: int, ranks: int, sharde
     return RoleMemory(role, ranks, {"weights": params * element_bytes / (ranks if sharded else 1)}, {})
 
 
-def count_parameters(source: str, scalar_head: bool, tiny=None, key: str = "model") -> int:
-    """Parameters of the model at `source` (an HF folder or hub name, or 'tiny' with its `tiny` shape), counted on
-    the `meta` device: nothing is allocated and nothing is written. Tied weights count once. Errors name `key`."""
+def count_parameters(source: str, scalar_head: bool, tiny=None, key: str = "model", lora=None) -> tuple[int, int]:
+    """(parameters, trainable parameters) of the model at `source` (an HF folder or hub name, or 'tiny' with its
+    `tiny` shape), with `lora` adapters added when given (`model.lora`: then only they, and a scalar head, train),
+    counted on the `meta` device: nothing is allocated and nothing is written. Tied weights count once. Errors
+    name `key` (and a LoRA target that matches nothing is refused here, before any actor starts)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForTokenClassification
 
@@ -81,7 +86,12 @@ def count_parameters(source: str, scalar_head: bool, tiny=None, key: str = "mode
         config.num_labels = 1
     with torch.device("meta"):
         model = (AutoModelForTokenClassification if scalar_head else AutoModelForCausalLM).from_config(config)
-    return sum(p.numel() for p in model.parameters())
+        if lora is not None:
+            from .lora import add_adapters
+
+            model = add_adapters(model, lora)
+    return (sum(p.numel() for p in model.parameters()),
+            sum(p.numel() for p in model.parameters() if p.requires_grad))
 
 
 def describe(plan: list[RoleMemory], where: str) -> str:
@@ -141,16 +151,17 @@ def stage_plan(cfg, stage: str) -> list[RoleMemory]:
     counted = {}
     plan = []
     for role, source in model_sources(cfg, stage).items():
-        key = (source.name, source.scalar_head)
+        owner = stage if stage in STAGE_ROLES else role
+        settings = engine_settings(cfg, owner) if owner in ("policy", "value") or stage in STAGE_ROLES else None
+        lora = settings.lora if settings else None
+        key = (source.name, source.scalar_head, lora is not None)
         if key not in counted:
-            counted[key] = count_parameters(source.name, source.scalar_head, cfg.model.tiny, source.key)
-        ranks = getattr(cfg.actors, role).num_actors
-        if stage in STAGE_ROLES:
-            plan.append(trainable_memory(stage, counted[key], element, ranks, engine_settings(cfg, stage).zero))
-        elif role in ("policy", "value"):
-            plan.append(trainable_memory(role, counted[key], element, ranks, getattr(cfg.deepspeed, role)))
+            counted[key] = count_parameters(source.name, source.scalar_head, cfg.model.tiny, source.key, lora)
+        (params, trainable), ranks = counted[key], getattr(cfg.actors, role).num_actors
+        if settings:
+            plan.append(trainable_memory(owner, params, element, ranks, settings.zero, trainable))
         else:   # the rollout actors hold a whole replica; reference and reward are sharded under frozen ZeRO-3
-            plan.append(frozen_memory(role, counted[key], element, ranks, sharded and role != "rollout"))
+            plan.append(frozen_memory(role, params, element, ranks, sharded and role != "rollout"))
     return plan
 
 

@@ -213,3 +213,18 @@ def export_hf(model: nn.Module, tokenizer, folder: str | Path, state_dict: dict 
         tokenizer.save_pretrained(tmp)
 
     return _atomic_dir(Path(folder), write)
+
+
+def export_adapter(model: nn.Module, adapter_state: dict, folder: str | Path, base_path: str | None) -> Path:
+    """A PEFT model's adapter (`adapter_state`: PEFT's names) into `folder`, atomically, naming `base_path` as its
+    base: `PeftModel.from_pretrained(base, folder)` rebuilds the trained model."""
+
+    def write(tmp: Path):
+        config = model.peft_config["default"]
+        config.base_model_name_or_path = base_path
+        config.save_pretrained(tmp)
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in adapter_state.items()}, tmp / "adapter_model.safetensors")
+
+    return _atomic_dir(Path(folder), write)

@@ -4,22 +4,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from ..algo.advantages import ESTIMATORS as ADVANTAGE_ESTIMATORS
 from ..algo.kl import ESTIMATORS as KL_ESTIMATORS
 from ..generation import ENGINES
+from .base import ConfigError, Section
+from .base import fail as _fail
+from .lora import LoraSettings
 
 ROLES = ("policy", "value", "reference", "reward", "rollout")
 STAGES = ("ppo", "sft", "rm", "pipeline")
-
-
-class ConfigError(ValueError):
-    """A config problem, worded as one line that names the key."""
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
 
 
 class RunConfig(Section):
@@ -66,6 +61,8 @@ class ModelConfig(Section):
     logprobs_chunk: int = Field(256, ge=0)
     """Response positions whose full-vocabulary fp32 log-softmax (and entropy) is computed at a time; in training
     each chunk is recomputed in the backward pass instead of kept. 0: all positions at once."""
+    lora: LoraSettings = LoraSettings()
+    """LoRA adapters on the PPO policy (and value model): `rank` > 0 turns them on."""
 
 
 class DataConfig(Section):
@@ -379,9 +376,18 @@ class Config(Section):
     def uses_critic(self) -> bool:
         return ADVANTAGE_ESTIMATORS[self.ppo.advantage_estimator].uses_critic
 
+    @property
+    def reference_in_policy(self) -> bool:
+        """LoRA with the reference log-probs computed by the policy actors (adapters off): no reference actors."""
+        return self.model.lora.enabled and self.model.lora.reference_from_policy
+
     def active_roles(self) -> list[str]:
-        """The roles a PPO run starts (no value role for critic-free estimators)."""
-        return [r for r in ROLES if r != "value" or self.uses_critic]
+        """The roles a PPO run starts (no value role for critic-free estimators, no reference role when the policy
+        actors compute the reference log-probs)."""
+        skip = {"value"} if not self.uses_critic else set()
+        if self.reference_in_policy:
+            skip.add("reference")
+        return [r for r in ROLES if r not in skip]
 
     @property
     def run_dir(self) -> Path:
@@ -389,9 +395,4 @@ class Config(Section):
         if self.run.name is None:
             raise ValueError("run.name is unset: pass the config through for_stage(cfg, stage) first")
         return Path(self.run.output_dir).expanduser() / self.run.name
-
-
-def _fail(key: str, message: str):
-    """Inside validators: pydantic wraps this into a ValidationError that `_format_error` turns into one line."""
-    raise ValueError(f"[{key}] {message}")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..placement_rules import gpu_placement_problem
+from .lora import LoraSettings
 from .schema import ADVANTAGE_ESTIMATORS, Config, ConfigError, ZeroSettings
 
 class StageConfigError(ValueError):
@@ -45,7 +46,11 @@ def check_ppo(cfg: Config) -> None:
         if minibatch % (actors * micro):
             _stage_fail(f"deepspeed.{role}.micro_batch_size", f"minibatch {minibatch} is not divisible by "
                         f"{actors} {role} actors x micro batch {micro}")
-    for role in ("reference", "reward"):
+    if cfg.reference_in_policy and cfg.model.reference not in (None, cfg.model.policy):
+        _stage_fail("model.lora.reference_from_policy", f"the policy with its adapters off is model.policy "
+                    f"({cfg.model.policy!r}), not model.reference ({cfg.model.reference!r}): unset model.reference "
+                    "or set model.lora.reference_from_policy false")
+    for role in [r for r in ("reference", "reward") if r in cfg.active_roles()]:
         actors = getattr(cfg.actors, role).num_actors
         if batch % actors:
             _stage_fail(f"actors.{role}.num_actors", f"rollout batch {batch} is not divisible by {actors} actors")
@@ -118,15 +123,18 @@ class EngineSettings:
     zero: ZeroSettings
     micro_batch_size: int
     minibatch_size: int   # global rows per optimizer step
+    lora: LoraSettings | None = None   # adapters instead of full fine-tuning (PPO's policy, its value model if asked)
 
 
 def engine_settings(cfg: Config, owner: str) -> EngineSettings:
     """The settings of PPO's 'policy' or 'value' engine, or of the 'sft' or 'rm' stage's engine: each from its
     own section, never another stage's."""
     if owner in ("policy", "value"):
-        p, ds = cfg.ppo, getattr(cfg.deepspeed, owner)
+        p, ds, lora = cfg.ppo, getattr(cfg.deepspeed, owner), cfg.model.lora
+        adapters = lora if lora.enabled and (owner == "policy" or lora.value) else None
         return EngineSettings(p.policy_lr if owner == "policy" else p.value_lr, p.weight_decay, p.warmup_steps,
-                              p.max_grad_norm, ds, ds.micro_batch_size, cfg.rollout_batch_size // p.num_minibatches)
+                              p.max_grad_norm, ds, ds.micro_batch_size, cfg.rollout_batch_size // p.num_minibatches,
+                              adapters)
     section = getattr(cfg, owner)
     return EngineSettings(section.lr, section.weight_decay, section.warmup_steps, section.max_grad_norm,
                           section.deepspeed, section.micro_batch_size, section.batch_size)
@@ -156,9 +164,10 @@ def model_sources(cfg: Config, stage: str) -> dict[str, ModelSource]:
     if stage == "rm":
         base = ModelSource(cfg.rm.base, "rm.base", True) if cfg.rm.base else ModelSource(policy.name, policy.key, True)
         return {"reward": base}
-    sources = {"policy": policy, "rollout": policy,
-               "reference": ModelSource(cfg.model.reference, "model.reference", False) if cfg.model.reference
-               else policy}
+    sources = {"policy": policy, "rollout": policy}
+    if not cfg.reference_in_policy:
+        sources["reference"] = (ModelSource(cfg.model.reference, "model.reference", False) if cfg.model.reference
+                                else policy)
     if cfg.reward.model is not None:
         sources["reward"] = ModelSource(cfg.reward.model, "reward.model", True)
     if cfg.uses_critic:

@@ -26,8 +26,8 @@ def test_parameters_are_counted_from_the_config_alone(tmp_path):
     # the default tiny Llama: 4 specials + 88 characters of vocabulary, 2 layers of width 64, untied head
     vocab, h, layers = 92, 64, 2
     per_layer = 4 * h * h + 3 * h * 4 * h + 2 * h
-    assert count_parameters("tiny", False, cfg.model.tiny) == 2 * vocab * h + layers * per_layer + h
-    assert count_parameters("tiny", True, cfg.model.tiny) == vocab * h + layers * per_layer + h + h + 1
+    assert count_parameters("tiny", False, cfg.model.tiny)[0] == 2 * vocab * h + layers * per_layer + h
+    assert count_parameters("tiny", True, cfg.model.tiny)[0] == vocab * h + layers * per_layer + h + h + 1
     roles = {r.role: r for r in stage_plan(cfg, "ppo")}
     assert set(roles) == {"policy", "rollout", "reference", "value"}          # no reward model: a function
     assert not list(tmp_path.iterdir())                                       # nothing was made

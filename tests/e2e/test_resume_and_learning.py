@@ -23,7 +23,7 @@ def test_reward_rises_policy_exports_and_wandb_never_gets_the_key_written(tmp_pa
     secret = "0123456789abcdef0123456789abcdef01234567"
     monkeypatch.setenv("WANDB_API_KEY", secret)
     monkeypatch.delenv("WANDB_MODE", raising=False)
-    cfg = small_config(tmp_path, model_cache, "learn", run__num_steps=60,
+    cfg = small_config(tmp_path, model_cache, "learn", run__num_steps=40,
                        rollout={"prompts_per_step": 16, "n_samples_per_prompt": 4, "max_new_tokens": 8},
                        deepspeed={"policy": {"micro_batch_size": 16}, "value": {"micro_batch_size": 16}},
                        ppo__num_minibatches=4, logging={"wandb_mode": "offline", "progress_bar": False})
