@@ -1,6 +1,7 @@
 """The base of every role worker: its rank, thread budget, device, dtype and torch.distributed group."""
 from __future__ import annotations
 
+import datetime
 import functools
 import importlib
 import inspect
@@ -61,8 +62,10 @@ class RoleWorker:
             # the shared-memory all-reduce op is only for CPU inference and takes ~60 s to compile
             importlib.import_module("deepspeed.comm.torch").build_shm_op = lambda: None
         deepspeed.init_distributed(dist_backend=distributed_backend(), auto_mpi_discovery=False,
-                                   init_method=f"tcp://{master_addr}:{master_port}",
-                                   rank=self.rank, world_size=self.world_size)
+                                   init_method=f"tcp://{master_addr}:{master_port}", rank=self.rank,
+                                   world_size=self.world_size,
+                                   # every collective of the role's group fails after this instead of hanging
+                                   timeout=datetime.timedelta(seconds=self.cfg.run.phase_timeout_s))
 
     def micro_batches(self, batch, size: int):
         """This rank's contiguous shard of `batch` (anything with `shard`/`select`), in chunks of `size` rows.

@@ -29,6 +29,7 @@ class Calls:
     role: str
     method: str
     futures: list
+    timeout_s: float | None = None     # the group's phase deadline (`run.phase_timeout_s`)
 
 
 def _worker_error(error: Exception, role: str, rank: int, method: str) -> Exception:
@@ -50,9 +51,12 @@ def _worker_error(error: Exception, role: str, rank: int, method: str) -> Except
 
 def gather_all(*calls: Calls, timeout_s: float | None = None) -> list[list]:
     """Wait for every call; returns one list of results per call, in rank order. The first worker to fail stops the
-    wait (its peers may be blocked in a collective with it) and its exception is raised, naming role and rank."""
+    wait (its peers may be blocked in a collective with it) and its exception is raised, naming role and rank.
+    The deadline is `timeout_s`, else the shortest of the calls' own (their group's `run.phase_timeout_s`)."""
     owner = {future: (c.role, rank, c.method) for c in calls for rank, future in enumerate(c.futures)}
     remaining = list(owner)
+    if timeout_s is None:
+        timeout_s = min((c.timeout_s for c in calls if c.timeout_s is not None), default=None)
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     while remaining:
         wait = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -74,9 +78,11 @@ def gather(calls: Calls, timeout_s: float | None = None) -> list:
 class ActorGroup:
     def __init__(self, worker_cls, role: str, resources, placement, config: dict, distributed: bool):
         """Start `resources.num_actors` workers on `placement`; `connect_groups` forms their torch.distributed
-        group when `distributed` (after every group of the run has started, so their imports overlap)."""
+        group when `distributed` (after every group of the run has started, so their imports overlap). Every wait
+        on them has the config's `run.phase_timeout_s` as its deadline."""
         self.role, self.worker_cls, self.resources = role, worker_cls, resources
         self.placement, self.config, self.distributed = placement, config, distributed
+        self.timeout_s = config["run"]["phase_timeout_s"]
         self.actors: list = []
         self.start()
 
@@ -94,7 +100,8 @@ class ActorGroup:
 
     def call(self, method: str, *args, **kwargs) -> Calls:
         """Invoke `method` on every worker with the same arguments (big arguments: pass one `ray.put` ref)."""
-        return Calls(self.role, method, [getattr(actor, method).remote(*args, **kwargs) for actor in self.actors])
+        return Calls(self.role, method, [getattr(actor, method).remote(*args, **kwargs) for actor in self.actors],
+                     self.timeout_s)
 
     def run(self, method: str, *args, **kwargs) -> list:
         """`call`, then wait for every result (rank order)."""
@@ -126,7 +133,8 @@ class ActorGroup:
 def connect_groups(groups) -> None:
     """Form the torch.distributed group of every role that needs one, all roles at once."""
     distributed = [g for g in groups if g.distributed]
-    addresses = gather_all(*[Calls(g.role, "address", [g.actors[0].address.remote()]) for g in distributed])
+    addresses = gather_all(*[Calls(g.role, "address", [g.actors[0].address.remote()], g.timeout_s)
+                             for g in distributed])
     gather_all(*[g.call("init_distributed", host, port) for g, [(host, port)] in zip(distributed, addresses)])
 
 

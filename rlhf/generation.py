@@ -28,7 +28,9 @@ class SamplingParams:
 
 
 class RolloutEngine(Protocol):
-    """What a rollout engine offers the rollout role: sampling, and new weights by name, whole or bucket by bucket."""
+    """What a rollout engine offers the rollout role: sampling (token ids in; token ids and the log-prob of each
+    sampled token under the engine's own model at the sampling temperature out, as `Experience.rollout_logprobs`),
+    and new weights by name, whole or bucket by bucket."""
 
     def generate(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, prompt_index: torch.Tensor,
                  params: SamplingParams, seed: int) -> Experience: ...
@@ -48,6 +50,29 @@ def response_mask_from_tokens(responses: torch.Tensor, eos_token_id: int) -> tup
     return (eos_before == 0).float(), is_eos.any(dim=1)
 
 
+class SampledLogprobs:
+    """A logits processor that records log p(token) of each sampled token at `temperature`, holding one step's
+    log-probs at a time (the token sampled at step t is the last input at step t + 1; `finish` takes the last)."""
+
+    def __init__(self, temperature: float):
+        self.temperature, self.previous, self.taken = temperature, None, []
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        self._take(input_ids)
+        self.previous = torch.log_softmax(scores.float() / self.temperature, dim=-1)
+        return scores
+
+    def _take(self, input_ids: torch.Tensor) -> None:
+        if self.previous is not None:
+            self.taken.append(self.previous.gather(1, input_ids[:, -1:]))
+
+    def finish(self, sequences: torch.Tensor) -> torch.Tensor:
+        """(rows, generated tokens) log-probs, given the final sequences."""
+        self._take(sequences)
+        self.previous = None
+        return torch.cat(self.taken, dim=1)
+
+
 class HFGenerateEngine:
     """Sampling with `model.generate` (KV cache). Deterministic for a given seed on a given device."""
 
@@ -62,11 +87,13 @@ class HFGenerateEngine:
         prompt_mask = prompt_mask.repeat_interleave(n, dim=0)
         torch.manual_seed(seed)
         step = params.micro_batch_size or len(prompt_ids)
-        responses = torch.cat([self._sample(prompt_ids[i:i + step], prompt_mask[i:i + step], params)
-                               for i in range(0, len(prompt_ids), step)])
+        parts = [self._sample(prompt_ids[i:i + step], prompt_mask[i:i + step], params)
+                 for i in range(0, len(prompt_ids), step)]
+        responses, logprobs = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
         response_mask, ends_with_eos = response_mask_from_tokens(responses, self.tokenizer.eos_token_id)
         responses = torch.where(response_mask.bool(), responses, self.tokenizer.pad_token_id)
         return Experience(
+            rollout_logprobs=logprobs * response_mask,
             sequences=torch.cat([prompt_ids, responses], dim=1),
             attention_mask=torch.cat([prompt_mask, response_mask.long()], dim=1),
             response_mask=response_mask,
@@ -75,21 +102,31 @@ class HFGenerateEngine:
             prompt_length=prompt_ids.shape[1],
         )
 
-    def _sample(self, prompt_ids, prompt_mask, params: SamplingParams) -> torch.Tensor:
-        """Response tokens (rows, max_new_tokens) on CPU, padded past the point where every row stopped."""
+    def _sample(self, prompt_ids, prompt_mask, params: SamplingParams) -> tuple[torch.Tensor, torch.Tensor]:
+        """Response tokens (rows, max_new_tokens) on CPU, padded past the point where every row stopped, and their
+        log-probs under the model at the sampling temperature (before top-k / top-p truncation, and before the
+        one-token minimum length masks EOS: the same function the policy scores)."""
+        from transformers import LogitsProcessorList, MinNewTokensLengthLogitsProcessor
+
+        recorder = SampledLogprobs(params.temperature)
         output = self.model.generate(
             input_ids=prompt_ids.to(self.device), attention_mask=prompt_mask.to(self.device), do_sample=True,
             temperature=params.temperature, top_p=params.top_p, top_k=params.top_k or None,
-            max_new_tokens=params.max_new_tokens, min_new_tokens=1,
-            eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id, use_cache=True,
-        ).cpu()
-        responses = output[:, prompt_ids.shape[1]:]
+            max_new_tokens=params.max_new_tokens, use_cache=True,
+            # the recorder runs first; the minimum length after it (generate puts custom processors before the
+            # temperature / top-k / top-p warpers)
+            logits_processor=LogitsProcessorList([recorder, MinNewTokensLengthLogitsProcessor(
+                prompt_ids.shape[1], 1, self.tokenizer.eos_token_id, device=self.device)]),
+            eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id,
+        )
+        responses, logprobs = output[:, prompt_ids.shape[1]:].cpu(), recorder.finish(output).cpu()
         # generate stops when every row is done; pad to the fixed width so shards from all actors line up
         missing = params.max_new_tokens - responses.shape[1]
         if missing > 0:
             pad = torch.full((responses.shape[0], missing), self.tokenizer.pad_token_id, dtype=responses.dtype)
             responses = torch.cat([responses, pad], dim=1)
-        return responses
+            logprobs = torch.cat([logprobs, torch.zeros(responses.shape[0], missing)], dim=1)
+        return responses, logprobs
 
     def load_weights(self, named_tensors: list[tuple[str, torch.Tensor]]) -> None:
         """Copy (name, tensor) pairs into the model's parameters in place (one bucket of a collective sync)."""

@@ -180,7 +180,7 @@ def check_stage_fits(cfg, stage: str) -> list[RoleMemory]:
     """Refuse a `stage` plan that cannot fit on this machine (a run on an attached cluster is not checked here:
     its nodes are not this machine). Returns the plan."""
     plan = stage_plan(cfg, stage)
-    if cfg.run.ray_address:
+    if cfg.cluster_address:
         return plan
     import psutil
     import torch

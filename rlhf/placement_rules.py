@@ -13,6 +13,44 @@ def colocation_sets(resources: dict) -> dict[str, list[str]]:
     return sets
 
 
+def bundle_demand(resources: dict) -> list[tuple[str, dict, int]]:
+    """('role+role', bundle, count) per colocation set: one bundle per actor of the anchor role, holding one actor
+    of every member role (a CPU-less bundle still takes 0.01 CPU: Ray needs a resource in each)."""
+    demand = []
+    for anchor, members in colocation_sets(resources).items():
+        cpus = sum(resources[r].num_cpus for r in members)
+        gpus = sum(resources[r].num_gpus for r in members)
+        bundle = {"CPU": cpus} if cpus > 0 else {"CPU": 0.01}
+        if gpus > 0:
+            bundle["GPU"] = gpus
+        demand.append(("+".join(members), bundle, resources[anchor].num_actors))
+    return demand
+
+
+def _fmt(resources: dict) -> str:
+    return ", ".join(f"{resources.get(k, 0):g} {k}" for k in ("CPU", "GPU") if k in resources or k == "CPU")
+
+
+def capacity_problem(demand: list[tuple[str, dict, int]], totals: dict, nodes: list[dict]) -> str | None:
+    """Why `demand` (`bundle_demand`) can never be placed on a cluster with resource `totals` and live `nodes`
+    (each a resource dict), or None: a bundle no single node can hold, or more of a resource than the cluster has
+    in all. What is merely busy now may free up: that is the placement timeout's business, not this check's."""
+    for members, bundle, _ in demand:
+        if not any(all(node.get(k, 0) >= v for k, v in bundle.items()) for node in nodes):
+            largest = max(nodes, key=lambda n: (n.get("GPU", 0), n.get("CPU", 0)), default={})
+            return (f"roles {members} need bundles of {_fmt(bundle)} each, more than any node has (the largest: "
+                    f"{_fmt(largest)}); lower their actors.*.num_cpus / num_gpus or stop colocating them")
+    asked: dict = {}
+    for _, bundle, count in demand:
+        for key, value in bundle.items():
+            asked[key] = asked.get(key, 0) + value * count
+    if any(value > totals.get(key, 0) + 1e-9 for key, value in asked.items()):
+        detail = "; ".join(f"{members} {count} x ({_fmt(bundle)})" for members, bundle, count in demand)
+        return (f"the run asks for {_fmt(asked)} in all ({detail}) but the cluster has {_fmt(totals)} in all; "
+                f"lower actors.*.num_actors or their num_cpus / num_gpus, or add nodes")
+    return None
+
+
 def nccl_roles(cfg) -> set[str]:
     """The PPO roles whose actors are ranks of one NCCL group on GPUs: the trainable roles, frozen roles under
     ZeRO-3, and the rollout actors when the weights reach them over the collective (with the policy's rank 0)."""

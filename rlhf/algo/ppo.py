@@ -43,6 +43,9 @@ def compute_advantages(exp: Experience, ppo, reward_cfg, kl_coef: float, group_s
     }
     if exp.values is not None:
         stats["value/mean"] = masked_mean(exp.values, mask).item()
+    if exp.rollout_logprobs is not None:
+        # the rollout engine's model against the policy's on the same tokens: ~0 when weight sync is exact
+        stats["rollout/logprob_gap"] = masked_mean((exp.rollout_logprobs - exp.old_logprobs).abs(), mask).item()
     return exp.replace(rewards=rewards, advantages=advantages, returns=returns), stats
 
 

@@ -1,6 +1,7 @@
 """The config schema: typed sections with a docstring per field, and validators that name the offending key."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -29,9 +30,13 @@ class RunConfig(Section):
     num_steps: int = Field(60, ge=1)
     """Number of PPO steps (one rollout batch each)."""
     ray_address: Optional[str] = None
-    """Address of an existing Ray cluster ('auto' or 'ray://host:10001'); None starts a local cluster for the run."""
+    """Address of an existing Ray cluster ('auto', 'host:6379' or 'ray://host:10001'); None: RAY_ADDRESS if set (inside
+    a Ray job), else a local cluster started for the run."""
     placement_timeout_s: float = Field(120.0, gt=0)
     """How long the run waits for the cluster to place its actors before failing (naming what it asked for)."""
+    phase_timeout_s: float = Field(1800.0, gt=0)
+    """Deadline of every wait on actors (one phase of a step: generate, score, train, sync, save; start-up) and of
+    every collective inside them: a dead or stuck peer fails the run with the roles that did not answer, never hangs."""
 
 
 class TinyModelConfig(Section):
@@ -375,6 +380,12 @@ class Config(Section):
     @property
     def uses_critic(self) -> bool:
         return ADVANTAGE_ESTIMATORS[self.ppo.advantage_estimator].uses_critic
+
+    @property
+    def cluster_address(self) -> Optional[str]:
+        """The Ray cluster a run attaches to: `run.ray_address`, else RAY_ADDRESS (set inside a Ray job and by
+        cluster/slurm.sbatch), else None (the run starts a local cluster of its own)."""
+        return self.run.ray_address or os.environ.get("RAY_ADDRESS") or None
 
     @property
     def reference_in_policy(self) -> bool:

@@ -1,10 +1,12 @@
 """Role actors on a real local Ray cluster: groups, placement and colocation, ZeRO-3 frozen engines, weight sync
 from a ZeRO-3 policy to rollout actors, and a scalar-head reward model."""
+import time
+
 import pytest
 import ray
 import torch
 
-from actors.group import RoleGroups, RoleSpec
+from actors.group import RoleError, RoleGroups, RoleSpec
 from actors.placement import PlacementError, create_placement_groups, remove_groups
 from actors.policy import PolicyWorker
 from actors.reference import ReferenceWorker
@@ -45,14 +47,31 @@ def experience(tokenizer, path, n=2):
 
 
 def test_group_calls_in_rank_order_restarts_and_rejects_impossible_placement(ray_cluster, tmp_path, model_cache):
-    cfg = small_config(tmp_path, model_cache)
+    cfg = small_config(tmp_path, model_cache, run__phase_timeout_s=900)
     with start(cfg, "rollout", EchoWorker, 2, False) as groups:
         workers = groups["rollout"]
         assert [r for r in ray.get([a.__ray_call__.remote(lambda self: self.rank) for a in workers.actors])] == [0, 1]
+        # every wait has the phase deadline (`run.phase_timeout_s`, shortened here once the actors are up): stuck
+        # workers fail the call, naming who did not answer
+        assert workers.timeout_s == 900
+        workers.timeout_s = 2
+        began = time.monotonic()
+        with pytest.raises(RoleError, match=r"no answer within 2 s from rollout actor 0 \(stall\), rollout actor 1"):
+            workers.run("stall", 600)
+        assert time.monotonic() - began < 10
+        workers.timeout_s = 900
         workers.restart()
         assert workers.run("ready") == [True, True]
-    with pytest.raises(PlacementError, match=r"roles policy need 1 bundle\(s\) of \{'CPU': 1000"):
-        create_placement_groups({"policy": RoleResources(num_actors=1, num_cpus=1000)}, timeout_s=2)
+    # more than the cluster has in all fails at once, whatever the timeout; what fits but is taken waits it out
+    with pytest.raises(PlacementError, match=r"the run asks for 24 CPU in all \(policy 3 x \(8 CPU\)\) but the "
+                                             r"cluster has 12 CPU"):
+        create_placement_groups({"policy": RoleResources(num_actors=3, num_cpus=8)}, timeout_s=600)
+    held = create_placement_groups({"reward": RoleResources(num_actors=1, num_cpus=10)})
+    try:
+        with pytest.raises(PlacementError, match=r"roles policy need 1 bundle\(s\) of \{'CPU': 8.*within 1 s"):
+            create_placement_groups({"policy": RoleResources(num_actors=1, num_cpus=8)}, timeout_s=1)
+    finally:
+        remove_groups(held)
 
 
 def test_colocated_roles_share_bundles(ray_cluster, tmp_path, model_cache):

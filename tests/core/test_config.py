@@ -80,3 +80,23 @@ def test_gpu_placements_that_would_share_a_device_within_one_nccl_group_are_refu
     assert "actors.rollout.num_gpus: 0.2 GPU" in error_of("--actors.rollout.num_gpus", "0.2")
     load_config(None, [*shared, "--rollout.weight_sync", "object_store"], stage="ppo")
     load_config(None, ["--actors.policy.num_gpus", "1", "--actors.rollout.num_gpus", "1"], stage="ppo")
+
+
+def test_requests_no_cluster_could_ever_hold_are_named_by_hand():
+    from rlhf.config import RoleResources
+    from rlhf.placement_rules import bundle_demand, capacity_problem
+
+    resources = {"policy": RoleResources(num_actors=2, num_cpus=2, num_gpus=1),
+                 "reference": RoleResources(num_actors=2, num_cpus=1, num_gpus=0.5, colocate_with="policy"),
+                 "rollout": RoleResources(num_actors=1, num_cpus=4)}
+    demand = bundle_demand(resources)
+    assert demand == [("policy+reference", {"CPU": 3, "GPU": 1.5}, 2), ("rollout", {"CPU": 4}, 1)]
+    two_gpu_nodes = [{"CPU": 8, "GPU": 2}, {"CPU": 8, "GPU": 2}]
+    assert capacity_problem(demand, {"CPU": 16, "GPU": 4}, two_gpu_nodes) is None
+    # 1.5 GPU per bundle on nodes of one GPU each: never, however many nodes
+    assert capacity_problem(demand, {"CPU": 32, "GPU": 4}, [{"CPU": 8, "GPU": 1}] * 4).startswith(
+        "roles policy+reference need bundles of 3 CPU, 1.5 GPU each, more than any node has (the largest: 8 CPU, 1 GPU)")
+    # every bundle fits a node, but 2 x 3 + 4 = 10 CPUs and 3 GPUs are more than the cluster's 9 CPUs and 2 GPUs
+    assert capacity_problem(demand, {"CPU": 9, "GPU": 2}, [{"CPU": 9, "GPU": 2}]) == (
+        "the run asks for 10 CPU, 3 GPU in all (policy+reference 2 x (3 CPU, 1.5 GPU); rollout 1 x (4 CPU)) "
+        "but the cluster has 9 CPU, 2 GPU in all; lower actors.*.num_actors or their num_cpus / num_gpus, or add nodes")

@@ -32,7 +32,7 @@ def test_generate_left_pads_samples_n_and_is_seeded(tiny):
     tokenizer = load_tokenizer(tiny)
     engine = HFGenerateEngine(load_causal_lm(tiny), tokenizer, torch.device("cpu"))
     ids = tokenizer(["repeat 1:", "x:"], padding=True, return_tensors="pt")
-    params = SamplingParams(max_new_tokens=6, temperature=1.0, top_k=20, n_samples_per_prompt=3)
+    params = SamplingParams(max_new_tokens=6, temperature=0.7, top_k=20, n_samples_per_prompt=3)
     a = engine.generate(ids.input_ids, ids.attention_mask, torch.tensor([4, 9]), params, seed=7)
     b = engine.generate(ids.input_ids, ids.attention_mask, torch.tensor([4, 9]), params, seed=7)
     assert torch.equal(a.sequences, b.sequences)
@@ -51,6 +51,13 @@ def test_generate_left_pads_samples_n_and_is_seeded(tiny):
     whole = dataclasses.replace(params, micro_batch_size=6)
     assert torch.equal(engine.generate(ids.input_ids, ids.attention_mask, torch.tensor([4, 9]), whole, 7).sequences,
                        a.sequences)
+    # the engine's log-probs of its samples: the model's at the temperature (not top-k's), as the policy scores them
+    with torch.no_grad():
+        logits = engine.model(input_ids=a.sequences, attention_mask=a.attention_mask,
+                              position_ids=a.position_ids).logits[:, a.prompt_length - 1:-1]
+    expected = torch.log_softmax(logits / 0.7, dim=-1).gather(2, a.responses.unsqueeze(2)).squeeze(2)
+    assert a.rollout_logprobs.shape == a.response_mask.shape
+    assert torch.allclose(a.rollout_logprobs, expected * a.response_mask, atol=1e-5)
 
 
 def test_experience_shard_select_concat():

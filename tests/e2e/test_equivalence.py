@@ -9,11 +9,11 @@ COMPARED = ["reward/score_mean", "kl/sequence_mean", "kl/coef", "policy/loss", "
             "policy/approx_kl", "value/loss", "value/mean", "policy/grad_norm"]
 
 
-# ZeRO-1 is DeepSpeed's stage-1/2 optimizer without gradient partitioning: stage 2 covers that code path. The
-# ZeRO-3 case also turns on the memory savers (gradient checkpointing, chunked log-probs), which change no number.
-@pytest.mark.parametrize("actors,stage,offload,savers", [(2, 0, False, False), (2, 2, False, False),
-                                                         (2, 3, False, True), (1, 3, True, False),
-                                                         (2, 2, True, False)])
+# ZeRO-1 is DeepSpeed's stage-1/2 optimizer without gradient partitioning: stage 2 covers that code path (here
+# with its optimizer offloaded to the CPU; the resume test reuses this run). The ZeRO-3 case also turns on the
+# memory savers (gradient checkpointing, chunked log-probs), which change no number.
+@pytest.mark.parametrize("actors,stage,offload,savers", [(2, 0, False, False), (2, 3, False, True),
+                                                         (1, 3, True, False), (2, 2, True, False)])
 def test_same_metrics_whatever_the_layout(layout_run, actors, stage, offload, savers):
     baseline = layout_run(1, 0)
     metrics = layout_run(actors, stage, offload, savers)

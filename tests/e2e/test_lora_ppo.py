@@ -44,6 +44,8 @@ def test_lora_reward_rises_and_only_adapters_change_the_model(learned):
     assert last > first + 0.1 and last > 2 * first, (first, last)
     # the reference is the policy with its adapters off: identical to it before the first update (B = 0)
     assert rows[0]["kl/sequence_mean"] == 0.0 and rows[-1]["kl/sequence_mean"] > 0.1
+    # the rollout actors sample from the merged weights: the same function as the policy with its adapters
+    assert max(row["rollout/logprob_gap"] for row in rows) < 1e-4
 
     merged = AutoModelForCausalLM.from_pretrained(run_dir / "policy_hf")
     adapter_dir = run_dir / "policy_adapter"

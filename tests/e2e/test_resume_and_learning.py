@@ -35,6 +35,8 @@ def test_reward_rises_policy_exports_and_wandb_never_gets_the_key_written(tmp_pa
     rewards = [row["reward/score_mean"] for row in read_metrics(run_dir)]
     first, last = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
     assert last > first + 0.1 and last > 2 * first, (first, last)
+    # the rollout actors sample from exactly the policy the trainer scores (weights synced every step)
+    assert max(row["rollout/logprob_gap"] for row in read_metrics(run_dir)) < 1e-4
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -46,10 +48,11 @@ def test_reward_rises_policy_exports_and_wandb_never_gets_the_key_written(tmp_pa
 
 
 def test_resume_matches_uninterrupted_run(tmp_path, model_cache, layout_run):
-    full = layout_run(2, 2)    # 4 uninterrupted steps on 2 actors under ZeRO-2 (shared with the equivalence tests)
+    # 4 uninterrupted steps on 2 actors under ZeRO-2 with the optimizer on the CPU (shared with the equivalence tests)
+    full = layout_run(2, 2, True)
     split = dict(checkpoint__save_at_end=True)
-    run_ppo(layout_config(tmp_path, model_cache, "split", 2, 2, run__num_steps=2, **split))
-    resumed_dir = run_ppo(layout_config(tmp_path, model_cache, "split", 2, 2, **split), resume=True)
+    run_ppo(layout_config(tmp_path, model_cache, "split", 2, 2, True, run__num_steps=2, **split))
+    resumed_dir = run_ppo(layout_config(tmp_path, model_cache, "split", 2, 2, True, **split), resume=True)
     resumed = read_metrics(resumed_dir)
     assert [row["step"] for row in resumed] == [1, 2, 3, 4]
     for expected, got in zip(comparable(full), comparable(resumed)):
