@@ -43,6 +43,12 @@ class RoleWorker:
         self.dtype = torch_dtype(self.cfg.precision.dtype, self.device)
         self.dtype_name = "bf16" if self.dtype == torch.bfloat16 else "fp32"
 
+    def node(self) -> str:
+        """The address of the node this actor runs on (named in errors)."""
+        import ray
+
+        return ray.util.get_node_ip_address()
+
     def address(self) -> tuple[str, int]:
         """This node's address and a free port, for rank 0 to host the group's rendezvous."""
         import ray

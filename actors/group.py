@@ -22,6 +22,14 @@ class RoleError(RuntimeError):
     """A failure inside a role actor that is not one of the system's own one-line errors."""
 
 
+class ActorDiedError(RoleError):
+    """A role actor's process (or its node) is gone: the group can be recreated on its placement."""
+
+    def __init__(self, message: str, role: str, rank: int):
+        super().__init__(message)
+        self.role, self.rank = role, rank
+
+
 @dataclass
 class Calls:
     """Pending results of one method called on every worker of a group, in rank order."""
@@ -36,7 +44,7 @@ def _worker_error(error: Exception, role: str, rank: int, method: str) -> Except
     """The worker's own exception, same type, its message prefixed with where it happened (or a RoleError)."""
     where = f"{role} actor {rank} ({method})"
     if isinstance(error, RayActorError):
-        return RoleError(f"{where}: the actor died ({str(error).strip().splitlines()[0]})")
+        return ActorDiedError(f"{where}: the actor died ({str(error).strip().splitlines()[0]})", role, rank)
     cause = getattr(error, "cause", None)
     if isinstance(cause, Exception) and not isinstance(cause, RayTaskError):
         try:
@@ -83,6 +91,7 @@ class ActorGroup:
         self.role, self.worker_cls, self.resources = role, worker_cls, resources
         self.placement, self.config, self.distributed = placement, config, distributed
         self.timeout_s = config["run"]["phase_timeout_s"]
+        self.nodes: list[str] = []      # each rank's node address, once it is up
         self.actors: list = []
         self.start()
 
@@ -126,6 +135,9 @@ class ActorGroup:
         self.start()
         connect_groups([self])
 
+    def node(self, rank: int) -> str:
+        return self.nodes[rank] if rank < len(self.nodes) else "unknown"
+
     def __len__(self) -> int:
         return len(self.actors)
 
@@ -152,6 +164,7 @@ class RoleSpec:
 
 class RoleGroups:
     def __init__(self, cfg, specs: list[RoleSpec]):
+        self.specs = {s.role: s for s in specs}
         self.groups: dict[str, ActorGroup] = {}
         self.placements: dict = {}
         try:
@@ -163,9 +176,31 @@ class RoleGroups:
                                                  config, s.distributed)
             connect_groups(self.groups.values())
             gather_all(*[self.groups[s.role].call("setup", *s.setup_args) for s in specs])
+            for group, nodes in zip(self.groups.values(), gather_all(*[g.call("node") for g in self.groups.values()])):
+                group.nodes = nodes
         except BaseException:
             self.shutdown()
             raise
+
+    def recreate(self, role: str) -> None:
+        """Kill every worker of `role`, start new ones on the same placement, connect and set them up (weights
+        from their model path: a frozen role needs nothing else; the caller re-sends what changed since)."""
+        group = self.groups[role]
+        group.restart()
+        gather(group.call("setup", *self.specs[role].setup_args))
+        group.nodes = gather(group.call("node"))
+
+    def dead_roles(self) -> dict[str, list[int]]:
+        """role -> ranks of its workers whose process (or node) is gone, as the cluster's control store (GCS) says:
+        a busy actor is not asked anything, so a long call cannot pass for a death; no dashboard is needed."""
+        from ray._private.state import actors as actor_table
+
+        dead: dict[str, list[int]] = {}
+        for role, group in self.groups.items():
+            for rank, actor in enumerate(group.actors):
+                if (actor_table(actor_id=actor._actor_id.hex()) or {}).get("State", "DEAD") == "DEAD":
+                    dead.setdefault(role, []).append(rank)
+        return dead
 
     def __getitem__(self, role: str) -> ActorGroup:
         return self.groups[role]

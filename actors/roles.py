@@ -11,7 +11,7 @@ import torch
 from rlhf.experience import Experience
 from rlhf.generation import SamplingParams
 
-from .group import RoleGroups, RoleSpec, gather, gather_all
+from .group import RoleError, RoleGroups, RoleSpec, gather, gather_all
 from .policy import PolicyWorker
 from .reference import ReferenceWorker
 from .reward import RewardWorker
@@ -19,6 +19,19 @@ from .rollout import RolloutWorker
 from .trainable import reduce_train_stats
 from .value import ValueWorker
 from .weight_sync import METHODS as WEIGHT_SYNC_METHODS
+
+
+# roles whose actors are recreated in place when they die (weights from their path; the rollout's re-sent)
+FROZEN_ROLES = ("rollout", "reference", "reward")
+
+
+class RecoveryError(RuntimeError):
+    """A lost actor the run cannot recover from, worded as one line."""
+
+
+class TrainableRanksLost(RuntimeError):
+    """Trainable ranks were lost and every trainable group recreated with its initial weights: the driver reloads
+    the last complete checkpoint and replays the steps after it."""
 
 
 @dataclass
@@ -43,8 +56,10 @@ def ppo_role_specs(cfg, paths: ModelPaths) -> list[RoleSpec]:
 
 
 class RoleSet:
-    def __init__(self, cfg, paths: ModelPaths):
-        self.cfg, self.paths = cfg, paths
+    def __init__(self, cfg, paths: ModelPaths, errors_log=None):
+        """`errors_log`: the file that gets the full remote traceback of every failure recovered from."""
+        self.cfg, self.paths, self.errors_log = cfg, paths, errors_log
+        self.recoveries = 0
         self.groups = RoleGroups(cfg, ppo_role_specs(cfg, paths))
         self.policy, self.value = self.groups["policy"], self.groups.get("value")
         self.reward, self.rollout = self.groups["reward"], self.groups["rollout"]
@@ -60,28 +75,32 @@ class RoleSet:
 
     def generate(self, prompt_ids, prompt_mask, prompt_index, params: SamplingParams, step: int) -> Experience:
         """Each rollout actor samples its share of the prompts (seeded by step and rank)."""
-        parts = gather(self.rollout.call("generate", prompt_ids, prompt_mask, prompt_index, params, "sampling", step))
+        parts = self.recovering(lambda: gather(self.rollout.call("generate", prompt_ids, prompt_mask, prompt_index,
+                                                                 params, "sampling", step)))
         return Experience.concat(parts)
 
     def score(self, exp: Experience) -> Experience:
         """Old log-probs (policy), reference log-probs, rewards and values, all roles at once on one shared object."""
         ref = ray.put(exp)
-        calls = {"old_logprobs": self.policy.call("logprobs", ref),
-                 "reference_logprobs": (self.reference.call("logprobs", ref) if self.reference is not None
-                                        else self.policy.call("reference_logprobs", ref)),
-                 "scores": self.reward.call("scores", ref)}
+        calls = {"old_logprobs": ("policy", ("logprobs", ref)),
+                 "reference_logprobs": (("reference", ("logprobs", ref)) if self.reference is not None
+                                        else ("policy", ("reference_logprobs", ref))),
+                 "scores": ("reward", ("scores", ref))}
         if self.value is not None:
-            calls["values"] = self.value.call("values", ref)
-        results = gather_all(*calls.values())
+            calls["values"] = ("value", ("values", ref))
+        results = self.recovering(lambda: gather_all(*[self.groups[role].call(*call) for role, call in calls.values()]))
         return exp.replace(**{name: torch.cat(shards) for name, shards in zip(calls, results)})  # rank order
 
     def train(self, exp: Experience, plan: list, kl_coef: float, ptx=None) -> dict:
         """Policy and value updates run concurrently on the same experience object."""
         ref = ray.put(exp)
-        calls = [self.policy.call("train", ref, plan, kl_coef, ptx)]
-        if self.value is not None:
-            calls.append(self.value.call("train", ref, plan))
-        results = gather_all(*calls)
+        def train():
+            calls = [self.policy.call("train", ref, plan, kl_coef, ptx)]
+            if self.value is not None:
+                calls.append(self.value.call("train", ref, plan))
+            return gather_all(*calls)
+
+        results = self.recovering(train)       # a lost rank here ends the run with one line and errors.log
         stats = reduce_train_stats(results[0], "policy")
         if self.value is not None:
             stats.update(reduce_train_stats(results[1], "value"))
@@ -89,7 +108,59 @@ class RoleSet:
 
     def sync_weights(self) -> dict:
         """New policy weights into every rollout actor; returns `time/weight_sync` and the policy's extra memory."""
-        return self.weight_sync()
+        return self.recovering(lambda: self.weight_sync())
+
+    # ---- lost actors ---------------------------------------------------------------------------------------------
+
+    def recovering(self, phase):
+        """`phase()`; if it failed because actors of a frozen role died, recreate those roles in place (their
+        weights from their paths; the rollout actors get the current policy weights again) and run it again: same
+        seeds, same result, no rollback. If trainable ranks died, recreate every trainable group (and the rollout
+        group, whose weight-sync group they shared) and raise `TrainableRanksLost` for the driver to replay from the
+        last checkpoint. More than `run.max_restarts` recoveries in a run end it with one line."""
+        while True:
+            try:
+                return phase()
+            except RoleError as error:
+                dead = self.groups.dead_roles()
+                if not dead:
+                    raise
+                self._record(error, dead)
+                where = "; ".join(f"{role} actor {rank} on node {self.groups[role].node(rank)}"
+                                  for role, ranks in dead.items() for rank in ranks)
+                if self.recoveries >= self.cfg.run.max_restarts:
+                    raise RecoveryError(f"lost {where} ({error}) after {self.recoveries} recoveries in this run "
+                                        "(run.max_restarts): stopping, not looping") from error
+                self.recoveries += 1
+                trainable_lost = any(role not in FROZEN_ROLES for role in dead)
+                recreate = set(dead)
+                if trainable_lost:
+                    recreate |= set(self.trainable())
+                    if self.cfg.rollout.weight_sync == "collective":
+                        recreate.add("rollout")
+                print(f"recovering: lost {where}; recreating {', '.join(sorted(recreate))} "
+                      f"({self.recoveries} of at most {self.cfg.run.max_restarts})", flush=True)
+                for role in sorted(recreate):
+                    self.groups.recreate(role)
+                if trainable_lost:
+                    self.weight_sync = WEIGHT_SYNC_METHODS[self.cfg.rollout.weight_sync](self.policy, self.rollout,
+                                                                                         self.cfg)
+                    raise TrainableRanksLost(where) from error
+                if "rollout" in dead:
+                    self.weight_sync = WEIGHT_SYNC_METHODS[self.cfg.rollout.weight_sync](self.policy, self.rollout,
+                                                                                         self.cfg)
+                    self.weight_sync()
+
+    def _record(self, error: Exception, dead: dict) -> None:
+        """The whole failure, remote traceback included, appended to `errors_log`."""
+        if self.errors_log is None:
+            return
+        import datetime
+        import traceback
+
+        with open(self.errors_log, "a") as log:
+            log.write(f"--- {datetime.datetime.now().isoformat(timespec='seconds')} lost {dead}\n")
+            log.write("".join(traceback.format_exception(error)))
 
     # ---- checkpoints and export --------------------------------------------------------------------------------
 

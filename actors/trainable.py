@@ -186,20 +186,26 @@ class TrainableWorker(RoleWorker):
 
         params = dict(self.engine.module.named_parameters())
         sources = {source.name: source for source in self.weight_sources}
+        failure = None
         with ExtraPeakMemory(self.device) as memory:
             for bucket in plan:
                 chosen = [sources[name] for name, _, _ in bucket]
                 with self.gathered([params[p] for source in chosen for p in source.params]):
-                    if self.rank == 0:
+                    if self.rank == 0 and failure is None:
                         # a bucket of one plain tensor (e.g. an embedding larger than the bucket) is sent uncopied
                         tensors = [params[s.params[0]].detach() if s.scaling is None and len(chosen) == 1
                                    else materialize(s, [params[p] for p in s.params]) for s in chosen]
                         flat = (tensors[0].reshape(-1) if len(tensors) == 1
                                 else torch.cat([t.reshape(-1) for t in tensors])).to(self.device)
                         del tensors
-                        self.weight_sync.broadcast(flat)
+                        try:
+                            self.weight_sync.broadcast(flat)
+                        except RuntimeError as error:     # a lost rollout actor: keep gathering with the other
+                            failure = error               # policy ranks (none may hang in a gather), then raise
                         del flat
                 release_freed_host_memory(self.device)     # one bucket resident, not all (16 MB buckets: ~1 GB)
+        if failure is not None:
+            raise failure
         return memory.extra_mb if self.rank == 0 else None
 
     def save_checkpoint(self, folder: str) -> None:

@@ -10,13 +10,14 @@
 """
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from actors.roles import ModelPaths, RoleSet
+from actors.roles import ModelPaths, RoleSet, TrainableRanksLost
 from rlhf.algo.kl import AdaptiveKLController, FixedKLController
 from rlhf.algo.masked import RunningMoments
 from rlhf.algo.ppo import compute_advantages, minibatch_plan
@@ -83,19 +84,25 @@ class PPOTrainer:
         self.run_dir = prepare_run_dir(cfg, resume, lambda: self.checkpoints.latest() is not None)
         self.sampling = SamplingParams.from_rollout(cfg.rollout)
         self.step = 0
+        self.initial_state = copy.deepcopy(self.driver_state())     # what a replay with no checkpoint starts from
 
     # ---- the story -------------------------------------------------------------------------------------------
 
     def run(self) -> Path:
         with cleaned_up_if_never_started(self.run_dir), ray_session(self.cfg):
-            self.roles = RoleSet(self.cfg, self.paths)
+            self.roles = RoleSet(self.cfg, self.paths, errors_log=self.run_dir / "errors.log")
             try:
                 if self.resume:
                     self.restore()
                 self.log = RunLog(self.cfg, self.resume, self.step)
                 try:
                     while self.step < self.cfg.run.num_steps:
-                        self.ppo_step()
+                        try:
+                            self.ppo_step()
+                        except TrainableRanksLost:
+                            # the trainable roles were recreated: replay from the last complete checkpoint
+                            self.restore()
+                            self.log.rewind(self.step)
                     if self.cfg.checkpoint.export_hf:
                         self.roles.export_policy(self.run_dir / "policy_hf", self.run_dir / "policy_adapter")
                     self.peak_memory = self.roles.peak_memory()
@@ -144,6 +151,7 @@ class PPOTrainer:
 
         # 7. KL controller, metrics, checkpoint.
         self.kl_controller.update(stats["kl/sequence_mean"], len(experience))
+        stats["run/recoveries"] = self.roles.recoveries       # lost actors recreated in place so far
         timings["time/step"] = time.perf_counter() - start
         stats.update(timings)
         stats.update(self.throughput(experience, timings))
@@ -193,9 +201,14 @@ class PPOTrainer:
         self.checkpoints.commit(folder, self.step, self.driver_state())
 
     def restore(self) -> None:
+        """The last complete checkpoint (or, with none, the start: the trainable roles then hold their initial
+        weights), then the rollout actors get the policy's weights."""
         latest = self.checkpoints.latest()
-        state = CheckpointManager.driver_state(latest)
-        self.roles.load(latest)
+        if latest is None:
+            state = copy.deepcopy(self.initial_state)
+        else:
+            state = CheckpointManager.driver_state(latest)
+            self.roles.load(latest)
         self.kl_controller.load_state_dict(state["kl_controller"])
         self.normalizer.load_state_dict(state["normalizer"])
         self.prompts.stream.load_state_dict(state["prompts"])

@@ -50,6 +50,7 @@ class RunLog:
         if resume:
             self._truncate_after(resume_step)
         self.wandb = self._start_wandb(resume)
+        self.wandb_step = resume_step if resume else 0
         self.progress = tqdm(total=total_steps or cfg.run.num_steps, initial=resume_step, desc=cfg.run.name, unit="step",
                              disable=not cfg.logging.progress_bar, dynamic_ncols=True)
 
@@ -85,7 +86,8 @@ class RunLog:
             with self.samples_path.open("a") as handle:
                 for sample in samples:
                     handle.write(json.dumps({"step": step, **sample}) + "\n")
-        if self.wandb is not None:
+        if self.wandb is not None and step > self.wandb_step:   # a replayed step is already there, unchanged
+            self.wandb_step = step
             payload = dict(metrics)
             if samples:
                 import wandb
@@ -97,6 +99,14 @@ class RunLog:
         shown = {k.split("/")[-1]: f"{metrics[k]:.3g}" for k in ("reward/score_mean", "kl/sequence_mean",
                  "sft/loss", "rm/loss", "rm/accuracy", "time/step") if k in metrics}
         self.progress.set_postfix(shown)
+
+    def rewind(self, step: int) -> None:
+        """Back to just after `step` (a replay from its checkpoint follows): later lines are dropped from
+        metrics.jsonl and samples.jsonl, so each step appears once. wandb keeps its rows: it cannot drop them, and a
+        replay is exact, so the replayed rows are the ones it has."""
+        self._truncate_after(step)
+        self.progress.n = step
+        self.progress.refresh()
 
     def close(self) -> None:
         self.progress.close()

@@ -34,6 +34,9 @@ class RunConfig(Section):
     a Ray job), else a local cluster started for the run."""
     placement_timeout_s: float = Field(120.0, gt=0)
     """How long the run waits for the cluster to place its actors before failing (naming what it asked for)."""
+    max_restarts: int = Field(3, ge=0)
+    """Recoveries a run may make (a lost rollout, reference or reward actor recreated in place); one more loss ends
+    the run instead of looping."""
     phase_timeout_s: float = Field(1800.0, gt=0)
     """Deadline of every wait on actors (one phase of a step: generate, score, train, sync, save; start-up) and of
     every collective inside them: a dead or stuck peer fails the run with the roles that did not answer, never hangs."""
@@ -259,8 +262,8 @@ class LoggingConfig(Section):
 
 
 class CheckpointConfig(Section):
-    every: int = Field(0, ge=0)
-    """Checkpoint every N steps (0: only at the end)."""
+    every: int = Field(10, ge=0)
+    """Checkpoint every N steps (0: only at the end); a run that loses a trainable rank resumes from the last one."""
     keep_last: int = Field(2, ge=1)
     """Checkpoints kept; older ones are deleted after a new one is complete."""
     save_at_end: bool = True
