@@ -44,10 +44,14 @@ class RoleWorker:
         self.dtype_name = "bf16" if self.dtype == torch.bfloat16 else "fp32"
 
     def node(self) -> str:
-        """The address of the node this actor runs on (named in errors)."""
+        """The node this actor runs on, as 'address/node id prefix' (named in errors and placement.json)."""
         import ray
 
-        return ray.util.get_node_ip_address()
+        return f"{ray.util.get_node_ip_address()}/{ray.get_runtime_context().get_node_id()[:8]}"
+
+    def sees(self, path: str) -> bool:
+        """Whether `path` exists from this actor's node (the shared-filesystem probe of the run directory)."""
+        return os.path.exists(path)
 
     def address(self) -> tuple[str, int]:
         """This node's address and a free port, for rank 0 to host the group's rendezvous."""

@@ -11,7 +11,7 @@ class PlacementError(RuntimeError):
     """The cluster cannot hold what the config asks for."""
 
 
-def create_placement_groups(resources: dict, timeout_s: float = 60.0, strategy: str = "PACK") -> dict:
+def create_placement_groups(resources: dict, timeout_s: float = 60.0) -> dict:
     """role -> placement group. One group per colocation set; each bundle holds one actor of every member role.
     A request the cluster can never hold fails at once (`capacity_problem`); one that may fit once other work
     frees resources waits up to `timeout_s`. On any failure the groups already made are removed first."""
@@ -22,6 +22,9 @@ def create_placement_groups(resources: dict, timeout_s: float = 60.0, strategy: 
     groups: dict = {}
     try:
         for members, bundle, count in demand:
+            names = members.split("+")
+            anchor = next(r for r in names if resources[r].colocate_with not in names)
+            strategy = resources[anchor].strategy.upper()                  # the anchor's: PACK or SPREAD
             group = placement_group([dict(bundle) for _ in range(count)], strategy=strategy)
             for role in members.split("+"):
                 groups[role] = group

@@ -4,6 +4,7 @@ into the object store once and every actor reads them."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import ray
 import torch
@@ -27,6 +28,10 @@ FROZEN_ROLES = ("rollout", "reference", "reward")
 
 class RecoveryError(RuntimeError):
     """A lost actor the run cannot recover from, worded as one line."""
+
+
+class SharedFilesystemError(RuntimeError):
+    """The run directory is not shared by the nodes that write checkpoints, worded as one line."""
 
 
 class TrainableRanksLost(RuntimeError):
@@ -177,6 +182,29 @@ class RoleSet:
         """The policy in HF format into `folder`; with LoRA that is the merged model, and the adapter goes to
         `adapter_folder` (on top of the initial policy)."""
         self.policy.run("export_hf", str(folder), self.paths.tokenizer, str(adapter_folder), self.paths.policy)
+
+    def placement(self) -> dict:
+        """role -> the node of each rank ('address/node id'), as the run was placed (and recreated)."""
+        return {role: list(group.nodes) for role, group in self.groups.groups.items()}
+
+    def check_shared(self, run_dir) -> None:
+        """Every node that writes checkpoints (the trainable ranks') sees the run directory the driver reads;
+        otherwise a one-line error says which does not and what to set."""
+        import uuid
+
+        probe = Path(run_dir) / f".shared-probe-{uuid.uuid4().hex[:8]}"
+        probe.parent.mkdir(parents=True, exist_ok=True)
+        probe.write_text("written by the driver\n")
+        try:
+            for name, group in self.trainable().items():
+                for rank, seen in enumerate(group.run("sees", str(probe))):
+                    if not seen:
+                        raise SharedFilesystemError(
+                            f"run.output_dir: {Path(run_dir).parent} is not visible from node {group.node(rank)} "
+                            f"({name} actor {rank}), and every trainable rank writes its part of each checkpoint "
+                            "there: put run.output_dir on a filesystem all nodes share (NFS, EFS, Lustre)")
+        finally:
+            probe.unlink(missing_ok=True)
 
     def peak_memory(self) -> dict:
         out = {}

@@ -6,7 +6,7 @@ import sys
 
 from importlib import import_module
 
-from actors.roles import RecoveryError
+from actors.roles import RecoveryError, SharedFilesystemError
 from rlhf.config import ConfigError, load_config
 from rlhf.data.loading import DataError
 from rlhf.lora import LoraError
@@ -18,7 +18,8 @@ from .runlog import RunDirError
 from .submit import SubmitError
 
 USER_ERRORS = (ConfigError, DataError, ModelLoadError, RewardFunctionError, RunDirError, MemoryPlanError,
-               LoraError, SubmitError, RecoveryError, FileNotFoundError)
+               LoraError, SubmitError, RecoveryError, SharedFilesystemError,
+               FileNotFoundError)
 
 # The stages, looked up by name: help text and the driver (module, function) that runs one from a config.
 STAGES = {

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,6 +93,8 @@ class PPOTrainer:
         with cleaned_up_if_never_started(self.run_dir), ray_session(self.cfg):
             self.roles = RoleSet(self.cfg, self.paths, errors_log=self.run_dir / "errors.log")
             try:
+                self.roles.check_shared(self.run_dir)       # every checkpoint writer sees the run directory
+                (self.run_dir / "placement.json").write_text(json.dumps(self.roles.placement(), indent=1))
                 if self.resume:
                     self.restore()
                 self.log = RunLog(self.cfg, self.resume, self.step)

@@ -55,7 +55,8 @@ def ray_session(cfg):
         env = {"TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
         if not torch.cuda.is_available():
             env["DS_ACCELERATOR"] = "cpu"     # say it, so DeepSpeed does not warn in every actor
-        ray.init(num_cpus=max(int(cpus + 0.999), os.cpu_count() or 1),
+        # address="local": a cluster of the run's own, even when `ray start` left one running on this machine
+        ray.init(address="local", num_cpus=max(int(cpus + 0.999), os.cpu_count() or 1),
                  num_gpus=torch.cuda.device_count() if gpus else 0, include_dashboard=False,
                  _node_ip_address="127.0.0.1", runtime_env={"env_vars": env})
     try:

@@ -15,7 +15,8 @@ def colocation_sets(resources: dict) -> dict[str, list[str]]:
 
 def bundle_demand(resources: dict) -> list[tuple[str, dict, int]]:
     """('role+role', bundle, count) per colocation set: one bundle per actor of the anchor role, holding one actor
-    of every member role (a CPU-less bundle still takes 0.01 CPU: Ray needs a resource in each)."""
+    of every member role (a CPU-less bundle still takes 0.01 CPU: Ray needs a resource in each). The set is placed
+    with its anchor's `strategy`."""
     demand = []
     for anchor, members in colocation_sets(resources).items():
         cpus = sum(resources[r].num_cpus for r in members)

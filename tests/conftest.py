@@ -26,7 +26,7 @@ def pytest_collection_modifyitems(items):
 def ray_cluster():
     import ray
 
-    ray.init(num_cpus=12, include_dashboard=False, log_to_driver=False,
+    ray.init(address="local", num_cpus=12, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false", "HF_HOME": os.environ["HF_HOME"]}})
     yield
     ray.shutdown()

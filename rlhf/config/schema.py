@@ -194,6 +194,9 @@ class RoleResources(Section):
     """GPUs per actor (fractions let colocated roles share a GPU)."""
     colocate_with: Optional[str] = None
     """Place this role's actors in the placement-group bundles of another role (same devices)."""
+    strategy: Literal["pack", "spread"] = "pack"
+    """How Ray places this role's actors over nodes: 'pack' on as few nodes as possible (fast collectives),
+    'spread' over as many as it can (one lost node takes fewer ranks). A colocated role follows its anchor's."""
 
 
 class ActorsConfig(Section):
