@@ -69,6 +69,20 @@ def job_spec(command: list[str], env_names: list[str], installed: bool) -> dict:
     return {"entrypoint": entrypoint, "runtime_env": runtime_env}
 
 
+def _agent_not_ready(error: BaseException) -> bool:
+    return isinstance(error, RuntimeError) and "No available agent to submit job" in str(error)
+
+
+def submit_when_ready(jobs, spec: dict) -> str:
+    """Submit; a head that has just started may not have its job agent up yet (HTTP 500, 'No available agent'):
+    that one answer is retried for up to a minute, anything else is raised at once."""
+    from tenacity import retry, retry_if_exception, stop_after_delay, wait_fixed
+
+    submit_once = retry(retry=retry_if_exception(_agent_not_ready), stop=stop_after_delay(60), wait=wait_fixed(2),
+                        reraise=True)(jobs.submit_job)
+    return submit_once(**spec)
+
+
 def follow(jobs, job_id: str) -> int:
     """Print the job's log as it is written until it ends; 0 if it succeeded, 1 otherwise."""
     from ray.job_submission import JobStatus
@@ -86,7 +100,7 @@ def follow(jobs, job_id: str) -> int:
 def submit(command: list[str], address: str | None, env_names: list[str], installed: bool, wait: bool) -> int:
     spec = job_spec(command, env_names, installed)        # a wrong command fails before any connection
     jobs = client(address)
-    job_id = jobs.submit_job(**spec)
+    job_id = submit_when_ready(jobs, spec)
     print(f"submitted job {job_id} to {job_address(address)}: {shlex.join(command)}", flush=True)
     print(f"  follow: rlhf jobs logs {job_id} --follow    stop: rlhf jobs stop {job_id}", flush=True)
     return follow(jobs, job_id) if wait else 0

@@ -34,8 +34,11 @@ def local_head(tmp_path):
     env = {**os.environ, "NUM_CPUS": "8", "PORT": str(port), "DASHBOARD_PORT": str(dashboard)}
     env.pop("RAY_ADDRESS", None)
     temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")      # Ray's socket paths must stay under 108 bytes
-    head = subprocess.Popen(["bash", str(ROOT / "cluster" / "local.sh"), "--block", "--ray-client-server-port",
-                             str(free_port()), "--temp-dir", temp],
+    # the test session's own cluster holds Ray's fixed default ports (the dashboard agent's 52365...): free ones here
+    ports = [f"--{name}={free_port()}" for name in ("ray-client-server-port", "dashboard-agent-listen-port",
+                                                     "dashboard-agent-grpc-port", "metrics-export-port",
+                                                     "runtime-env-agent-port")]
+    head = subprocess.Popen(["bash", str(ROOT / "cluster" / "local.sh"), "--block", *ports, "--temp-dir", temp],
                             env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 90
