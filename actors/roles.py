@@ -96,8 +96,9 @@ class RoleSet:
         results = self.recovering(lambda: gather_all(*[self.groups[role].call(*call) for role, call in calls.values()]))
         return exp.replace(**{name: torch.cat(shards) for name, shards in zip(calls, results)})  # rank order
 
-    def train(self, exp: Experience, plan: list, kl_coef: float, ptx=None) -> dict:
-        """Policy and value updates run concurrently on the same experience object."""
+    def train(self, exp: Experience, plan: list, kl_coef: float, ptx=None) -> tuple[dict, dict]:
+        """Policy and value updates run concurrently on the same experience object. Returns the stats and, per
+        role, which of its updates were skipped for a non-finite loss or gradient norm."""
         ref = ray.put(exp)
         def train():
             calls = [self.policy.call("train", ref, plan, kl_coef, ptx)]
@@ -107,9 +108,11 @@ class RoleSet:
 
         results = self.recovering(train)       # a lost rank here ends the run with one line and errors.log
         stats = reduce_train_stats(results[0], "policy")
+        skipped = {"policy": results[0][0]["skipped"]}
         if self.value is not None:
             stats.update(reduce_train_stats(results[1], "value"))
-        return stats
+            skipped["value"] = results[1][0]["skipped"]
+        return stats, skipped
 
     def sync_weights(self) -> dict:
         """New policy weights into every rollout actor; returns `time/weight_sync` and the policy's extra memory."""

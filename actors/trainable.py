@@ -15,6 +15,7 @@ from rlhf.lora import adapter_state, add_adapters, is_lora, materialize, plain_m
 from rlhf.sharding import chunks, shard
 
 from .base import RoleWorker
+from .guarded_optimizer import GuardedAdamW, GuardedLambdaLR
 from .loading import build_model, is_partitioned
 from .memory import rss_mb
 
@@ -43,9 +44,11 @@ class TrainableWorker(RoleWorker):
             model = add_adapters(model, settings.lora)
         self.lora = is_lora(model)
         params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay, betas=(0.9, 0.95),
-                                      eps=1e-8)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_schedule(settings.warmup_steps))
+        # an update with a non-finite loss or gradient on any rank is skipped on all of them (the guard's all-reduce)
+        optimizer = GuardedAdamW(params, self.device, lr=settings.lr, weight_decay=settings.weight_decay,
+                                 betas=(0.9, 0.95), eps=1e-8)
+        scheduler = GuardedLambdaLR(optimizer, warmup_schedule(settings.warmup_steps))
+        self.guard = optimizer
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=model, optimizer=optimizer, lr_scheduler=scheduler, config=config, dist_init_required=False)
         self.runner = self.engine
@@ -77,33 +80,48 @@ class TrainableWorker(RoleWorker):
         divided by the minibatch's *global* token count. DeepSpeed averages gradients over ranks, so the loss is
         multiplied by the world size; accumulation is not rescaled (`scale_wrt_gas=False`). Together: the gradient
         is the same whatever the number of ranks and micro-batches.
+        An update whose loss or gradients are not finite on any rank is skipped on every rank (`GuardedAdamW`; or
+        DeepSpeed's own check of the global norm) and leaves no trace in the stats.
         `count(rows_batch)` gives what the loss is normalized by (default: response tokens of an Experience).
-        Returns summed stats, the number of updates and the mean gradient norm.
+        Returns the stats summed over applied updates, their number, which updates were skipped (in order), the
+        mean gradient norm of the applied ones and the LR.
         """
         count = count or (lambda batch: batch.response_mask.sum().item())
         self.engine.train()
         sums: dict = defaultdict(float)
-        grad_norms = []
+        grad_norms, skipped = [], []
         accumulation = self.engine.gradient_accumulation_steps()
         for update, rows in enumerate(plan):
             global_tokens = count(exp.select(rows))
             mine = exp.select(shard(rows, self.rank, self.world_size))
             micros = list(chunks(mine, self.micro_batch_size))
             assert len(micros) == accumulation, "the config check keeps minibatch = actors x micro x accumulation"
+            update_sums, loss_finite, norm = defaultdict(float), True, None
             for micro_index, micro in enumerate(micros):
                 loss, stats = micro_loss(micro, global_tokens, update, micro_index)
+                loss_finite = loss_finite and bool(torch.isfinite(loss.detach()).all())
                 self.engine.backward(loss * self.world_size, scale_wrt_gas=False)
-                if micro_index == accumulation - 1 and self.zero_stage == 0:
-                    # ZeRO-0 does not record the norm; gradients are all-reduced at this point
-                    grads = [p.grad for p in self.engine.module.parameters() if p.grad is not None]
-                    grad_norms.append(float(torch.nn.utils.get_total_norm(grads)))
+                if micro_index == accumulation - 1:
+                    if self.zero_stage == 0:
+                        # ZeRO-0 does not record the norm; gradients are all-reduced at this point
+                        grads = [p.grad for p in self.engine.module.parameters() if p.grad is not None]
+                        norm = float(torch.nn.utils.get_total_norm(grads))
+                    self.guard.begin_update(loss_finite)
+                    deepspeed_skips = self.engine.skipped_steps
                 self.engine.step()
                 for key, value in stats.items():
-                    sums[key] += float(value)
-            norm = self.engine.get_global_grad_norm() if self.zero_stage > 0 else None
+                    update_sums[key] += float(value)
+            if self.zero_stage > 0:
+                norm = self.engine.get_global_grad_norm()
+            bad = self.guard.skipped or self.engine.skipped_steps > deepspeed_skips
+            skipped.append(bad)
+            if bad:
+                continue
+            for key, value in update_sums.items():
+                sums[key] += value
             if norm is not None:
                 grad_norms.append(float(norm))
-        return {"sums": dict(sums), "updates": len(plan),
+        return {"sums": dict(sums), "updates": skipped.count(False), "skipped": skipped,
                 "grad_norm": sum(grad_norms) / len(grad_norms) if grad_norms else 0.0,
                 "lr": self.scheduler.get_last_lr()[0]}
 
@@ -240,12 +258,15 @@ class TrainableWorker(RoleWorker):
 
 
 def reduce_train_stats(per_rank: list[dict], prefix: str) -> dict:
-    """Sum token-normalized stats over ranks, average over updates; grad norm and LR from rank 0."""
+    """Sum token-normalized stats over ranks, average over applied updates; grad norm and LR from rank 0; the
+    number of updates skipped for a non-finite loss or gradient norm (the same on every rank)."""
     updates = per_rank[0]["updates"]
     out = {}
     for rank_stats in per_rank:
         for key, value in rank_stats["sums"].items():
             out[key] = out.get(key, 0.0) + value / updates
-    out[f"{prefix}/grad_norm"] = per_rank[0]["grad_norm"]
+    if updates:
+        out[f"{prefix}/grad_norm"] = per_rank[0]["grad_norm"]
     out[f"{prefix}/lr"] = per_rank[0]["lr"]
+    out[f"{prefix}/skipped_updates"] = sum(per_rank[0]["skipped"])
     return out

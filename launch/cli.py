@@ -12,13 +12,14 @@ from rlhf.data.loading import DataError
 from rlhf.lora import LoraError
 from rlhf.memory_plan import MemoryPlanError
 from rlhf.models import ModelLoadError
+from rlhf.numerics import NumericalFaultError
 from rlhf.reward_function import RewardFunctionError
 
 from .runlog import RunDirError
 from .submit import SubmitError
 
 USER_ERRORS = (ConfigError, DataError, ModelLoadError, RewardFunctionError, RunDirError, MemoryPlanError,
-               LoraError, SubmitError, RecoveryError, SharedFilesystemError,
+               LoraError, SubmitError, RecoveryError, SharedFilesystemError, NumericalFaultError,
                FileNotFoundError)
 
 # The stages, looked up by name: help text and the driver (module, function) that runs one from a config.

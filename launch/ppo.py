@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import json
 import time
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from rlhf.data.pretrain import PretrainTexts
 from rlhf.data.prompts import PromptStream, left_pad, load_prompt_texts, tokenize_prompts
 from rlhf.generation import SamplingParams
 from rlhf.memory_plan import check_stage_fits
+from rlhf.numerics import BadStepGuard, last_good_checkpoint
 from rlhf.models import load_tokenizer, resolve_model_path
 from rlhf.reward_function import probe_reward_function
 from rlhf.seeding import derive_seed
@@ -81,6 +83,7 @@ class PPOTrainer:
             probe_reward_function(cfg.reward.function, sample, sample)
         self.kl_controller = make_kl_controller(cfg.ppo)
         self.normalizer = RunningMoments()
+        self.guard = BadStepGuard(cfg.run.max_bad_steps)
         self.checkpoints = CheckpointManager(cfg.run_dir, cfg.checkpoint.keep_last)
         self.run_dir = prepare_run_dir(cfg, resume, lambda: self.checkpoints.latest() is not None)
         self.sampling = SamplingParams.from_rollout(cfg.rollout)
@@ -145,23 +148,27 @@ class PPOTrainer:
         plan = minibatch_plan(len(experience), cfg.ppo.num_minibatches, cfg.ppo.ppo_epochs,
                               derive_seed(cfg.run.seed, "minibatches", self.step))
         ptx = self.ptx_blocks(len(plan))
-        stats.update(self.roles.train(experience, plan, self.kl_controller.value, ptx))
+        train_stats, skipped = self.roles.train(experience, plan, self.kl_controller.value, ptx)
+        stats.update(train_stats)
         t = phase("train", t)
+        for role, flags in skipped.items():     # updates with a non-finite loss or gradient norm were skipped
+            self.guard.observe(role, flags, self.step, last_good_checkpoint(self.checkpoints.latest(), "ppo"))
 
         # 6. New policy weights to the rollout actors.
         stats.update(self.roles.sync_weights())
         t = time.perf_counter()
 
         # 7. KL controller, metrics, checkpoint.
-        self.kl_controller.update(stats["kl/sequence_mean"], len(experience))
+        if math.isfinite(stats["kl/sequence_mean"]):
+            self.kl_controller.update(stats["kl/sequence_mean"], len(experience))
         stats["run/recoveries"] = self.roles.recoveries       # lost actors recreated in place so far
         timings["time/step"] = time.perf_counter() - start
         stats.update(timings)
         stats.update(self.throughput(experience, timings))
         self.log.log(self.step, stats, self.samples(experience))
         at_end = self.step == cfg.run.num_steps and cfg.checkpoint.save_at_end
-        if at_end or (cfg.checkpoint.every and self.step % cfg.checkpoint.every == 0):
-            self.save()
+        if (at_end or (cfg.checkpoint.every and self.step % cfg.checkpoint.every == 0)) and self.guard.clean:
+            self.save()       # not inside a streak of skipped updates: the last checkpoint stays a good one
 
     # ---- helpers ---------------------------------------------------------------------------------------------
 
@@ -192,7 +199,7 @@ class PPOTrainer:
         return rows
 
     def driver_state(self) -> dict:
-        state = {"step": self.step, "kl_controller": self.kl_controller.state_dict(),
+        state = {"step": self.step, "kl_controller": self.kl_controller.state_dict(), "guard": self.guard.state_dict(),
                  "normalizer": self.normalizer.state_dict(), "prompts": self.prompts.stream.state_dict()}
         if self.ptx is not None:
             state["ptx"] = self.ptx.stream.state_dict()
@@ -214,6 +221,8 @@ class PPOTrainer:
             self.roles.load(latest)
         self.kl_controller.load_state_dict(state["kl_controller"])
         self.normalizer.load_state_dict(state["normalizer"])
+        if "guard" in state:
+            self.guard.load_state_dict(state["guard"])
         self.prompts.stream.load_state_dict(state["prompts"])
         if self.ptx is not None and "ptx" in state:
             self.ptx.stream.load_state_dict(state["ptx"])

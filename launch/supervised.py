@@ -15,6 +15,7 @@ from rlhf.checkpoint import CheckpointManager
 from rlhf.config import for_stage, model_sources
 from rlhf.data.loading import DataError
 from rlhf.memory_plan import check_stage_fits
+from rlhf.numerics import BadStepGuard, last_good_checkpoint
 from rlhf.models import load_tokenizer, resolve_model_path
 from rlhf.seeding import derive_seed
 
@@ -46,6 +47,7 @@ class SupervisedTrainer:
         self.checkpoints = CheckpointManager(cfg.run_dir, cfg.checkpoint.keep_last)
         self.run_dir = prepare_run_dir(cfg, resume, lambda: self.checkpoints.latest() is not None)
         self.step, self.best = 0, None
+        self.guard = BadStepGuard(cfg.run.max_bad_steps)
         source = model_sources(cfg, self.stage)[self.role]
         self.model_path = resolve_model_path(source.name, cfg.model.cache_dir, cfg.model.tiny, source.key)
         self.tokenizer_path = self.model_path
@@ -101,7 +103,10 @@ class SupervisedTrainer:
         start = time.perf_counter()
         # 1. the step's batch (seeded order per epoch), 2. one optimizer step on all actors
         batch = self.batch(self.step - 1)
-        stats = reduce_train_stats(self.group.run("train", batch, [torch.arange(len(batch))]), self.prefix)
+        per_rank = self.group.run("train", batch, [torch.arange(len(batch))])
+        stats = reduce_train_stats(per_rank, self.prefix)
+        self.guard.observe(self.role, per_rank[0]["skipped"], self.step,
+                           last_good_checkpoint(self.checkpoints.latest(), self.stage))
         stats["time/train"] = time.perf_counter() - start
         # 3. validation every N steps and at the end; the best model so far is exported
         if self.step % self.section.eval_every == 0 or self.step == self.total_steps:
@@ -117,16 +122,19 @@ class SupervisedTrainer:
         self.log.log(self.step, stats)
         # 4. checkpoint every N steps and at the end
         at_end = self.step == self.total_steps and self.cfg.checkpoint.save_at_end
-        if at_end or (self.cfg.checkpoint.every and self.step % self.cfg.checkpoint.every == 0):
+        if (at_end or (self.cfg.checkpoint.every and self.step % self.cfg.checkpoint.every == 0)) and self.guard.clean:
             folder = self.checkpoints.begin(self.step)
             self.group.run("save_checkpoint", f"{folder}/{self.role}")
-            self.checkpoints.commit(folder, self.step, {"step": self.step, "best": self.best})
+            self.checkpoints.commit(folder, self.step, {"step": self.step, "best": self.best,
+                                                              "guard": self.guard.state_dict()})
 
     def restore(self) -> None:
         latest = self.checkpoints.latest()
         self.group.run("load_checkpoint", f"{latest}/{self.role}")
         state = CheckpointManager.driver_state(latest)
         self.step, self.best = state["step"], state["best"]
+        if "guard" in state:
+            self.guard.load_state_dict(state["guard"])
 
     def release(self) -> None:
         """Remove any other actors the stage started (e.g. an evaluator); runs whether the stage ended or failed."""

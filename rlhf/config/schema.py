@@ -37,6 +37,9 @@ class RunConfig(Section):
     max_restarts: int = Field(3, ge=0)
     """Recoveries a run may make (a lost rollout, reference or reward actor recreated in place); one more loss ends
     the run instead of looping."""
+    max_bad_steps: int = Field(3, ge=1)
+    """Optimizer updates in a row a trainable role may skip for a non-finite loss or gradient norm (each is skipped
+    on every rank, so replicas never diverge); one more stops the run, keeping the last good checkpoint."""
     phase_timeout_s: float = Field(1800.0, gt=0)
     """Deadline of every wait on actors (one phase of a step: generate, score, train, sync, save; start-up) and of
     every collective inside them: a dead or stuck peer fails the run with the roles that did not answer, never hangs."""

@@ -12,6 +12,7 @@ from rlhf.checkpoint import CheckpointManager
 from rlhf.experience import Experience
 from rlhf.generation import HFGenerateEngine, SamplingParams, response_mask_from_tokens
 from rlhf.models import build_char_tokenizer, load_causal_lm, load_scalar_model, load_tokenizer, make_tiny_model
+from rlhf.numerics import BadStepGuard, NumericalFaultError
 from rlhf.reward_function import RewardFunctionError, call_reward_function, load_reward_function
 
 
@@ -123,3 +124,22 @@ def test_char_tokenizer_and_scalar_head(tiny, tmp_path):
     again = load_scalar_model(str(tmp_path / "rm"))          # the head is restored, not re-initialised
     assert torch.equal(again.score.weight, scalar.score.weight)
     assert os.path.exists(os.path.join(tiny, "tokenizer.json"))
+
+
+def test_bad_step_guard_counts_skipped_updates_in_a_row_per_role():
+    guard = BadStepGuard(max_bad_steps=3)
+    guard.observe("policy", [False, True], 1, "ckpt")
+    guard.observe("value", [True, True], 1, "ckpt")            # each role has its own streak
+    assert not guard.clean
+    guard.observe("policy", [False, False], 2, "ckpt")          # a good update ends the policy's streak
+    guard.observe("value", [False], 2, "ckpt")
+    assert guard.clean
+    guard.observe("policy", [False, True], 3, "ckpt")
+    saved = guard.state_dict()
+    with pytest.raises(NumericalFaultError, match=r"^policy: 3 optimizer updates in a row .* \(steps 3-4\) .*"
+                                                  r"run.max_bad_steps = 3\. ckpt$"):
+        guard.observe("policy", [True, True, False], 4, "ckpt")   # the third skip in a row, before the good one
+    resumed = BadStepGuard(3)
+    resumed.load_state_dict(saved)                            # a resumed run continues the streak it saved
+    with pytest.raises(NumericalFaultError, match=r"\(steps 3-4\)"):
+        resumed.observe("policy", [True, True], 4, "ckpt")

@@ -11,7 +11,9 @@ from ray.util import placement_group_table
 
 from launch.ppo import run_ppo
 from launch.runlog import read_metrics
+from rlhf.checkpoint import CheckpointManager
 from rlhf.models import ModelLoadError, resolve_model_path
+from rlhf.numerics import NumericalFaultError
 from tests.conftest import small_config
 
 pytestmark = pytest.mark.slow
@@ -53,4 +55,26 @@ def test_worker_failing_mid_run_names_role_and_rank_and_leaves_nothing(tmp_path,
     with pytest.raises(Exception, match=r"reward actor 0 \(scores\): .*raised ZeroDivisionError: the judge crashed"):
         run_ppo(cfg)
     assert [row["step"] for row in read_metrics(tmp_path / "flaky")] == [1]
+    assert_nothing_left()
+
+
+def test_non_finite_updates_are_skipped_then_stop_the_run_keeping_the_last_good_checkpoint(tmp_path, model_cache,
+                                                                                           ray_cluster):
+    # from step 3 the rewards are 3e38: the value loss is inf and the whitened advantages NaN, so every update of
+    # both roles is skipped (2 per step)
+    cfg = small_config(tmp_path, model_cache, "exploding", run__num_steps=5, run__max_bad_steps=3,
+                       checkpoint__every=1, checkpoint__keep_last=5,
+                       reward__function="tests.e2e.flaky_rewards:explodes_from_third_call")
+    with pytest.raises(NumericalFaultError, match=r"^policy: 3 optimizer updates in a row had a non-finite loss or "
+                                                  r"gradient norm \(steps 3-4\) and were skipped on every rank; "
+                                                  r"stopping at run.max_bad_steps = 3\. The last good checkpoint is "
+                                                  r".*exploding/checkpoints/step_000002 \(`rlhf ppo --resume`"):
+        run_ppo(cfg)
+    rows = read_metrics(tmp_path / "exploding")
+    assert [row["step"] for row in rows] == [1, 2, 3]          # step 3: 2 skipped updates, below the limit, logged
+    for role in ("policy", "value"):
+        assert [row[f"{role}/skipped_updates"] for row in rows] == [0, 0, 2]
+        assert f"{role}/loss" in rows[1] and f"{role}/loss" not in rows[2]
+    # inside the streak nothing was saved: the checkpoints are those of the good steps, and whole
+    assert [p.name for p in CheckpointManager(tmp_path / "exploding", 5).complete()] == ["step_000001", "step_000002"]
     assert_nothing_left()
