@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from importlib import import_module
 
@@ -14,6 +15,7 @@ from rlhf.memory_plan import MemoryPlanError
 from rlhf.models import ModelLoadError
 from rlhf.numerics import NumericalFaultError
 from rlhf.reward_function import RewardFunctionError
+from rlhf.sandbox import SandboxLimits, run_python
 
 from .runlog import RunDirError
 from .submit import SubmitError
@@ -92,9 +94,33 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.add_argument("job_id", nargs="?")
     jobs.add_argument("--follow", action="store_true", help="with logs: until the job ends")
     _add_job_address(jobs)
+    sandbox = sub.add_parser("sandbox", help="run a Python file in the sandbox every executed program goes through",
+                             description="Run one Python file in the sandbox (own network, PID and mount namespaces "
+                                         "and user where the kernel allows; CPU, memory, process and file-size "
+                                         "limits; scrubbed environment; deadline) and print a one-line JSON result. "
+                                         "Exit status 0 when the program passed.")
+    sandbox.add_argument("action", choices=["run"])
+    sandbox.add_argument("file")
+    limits = SandboxLimits()
+    sandbox.add_argument("--timeout", type=float, default=limits.timeout_s, help="wall-clock seconds (default 10)")
+    sandbox.add_argument("--memory-mb", type=int, default=limits.memory_mb, help="address space (default 1024)")
+    sandbox.add_argument("--max-processes", type=int, default=limits.max_processes, help="default 32")
+    sandbox.add_argument("--output-chars", type=int, default=limits.output_chars,
+                         help="of stdout and stderr kept (default 4000)")
     config = sub.add_parser("config", help="print the config reference (every key, its default and meaning)")
     config.add_argument("--defaults", action="store_true", help="print the default config as YAML instead")
     return parser
+
+
+def run_sandbox_file(args) -> int:
+    path = Path(args.file)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    limits = SandboxLimits(timeout_s=args.timeout, memory_mb=args.memory_mb, max_processes=args.max_processes,
+                           output_chars=args.output_chars)
+    result = run_python(path.read_text(errors="replace"), limits)
+    print(result.to_json())
+    return 0 if result.status == "passed" else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
                 return jobs_command(args.action, args.job_id, args.address, args.follow)
             job = args.job[1:] if args.job[:1] == ["--"] else args.job
             return submit(job, args.address, args.env, args.installed, not args.no_wait)
+        if args.command == "sandbox":
+            return run_sandbox_file(args)
         if args.command == "models":
             from rlhf.smollm2 import prepare_smollm2
 
