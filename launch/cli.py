@@ -10,6 +10,9 @@ from importlib import import_module
 from actors.roles import RecoveryError, SharedFilesystemError
 from rlhf.config import ConfigError, load_config
 from rlhf.data.loading import DataError
+from rlhf.critic.dataset import TamperDataError
+from rlhf.critic.mutations import MutationError
+from rlhf.critic.problems import ProblemError
 from rlhf.lora import LoraError
 from rlhf.memory_plan import MemoryPlanError
 from rlhf.models import ModelLoadError
@@ -17,11 +20,13 @@ from rlhf.numerics import NumericalFaultError
 from rlhf.reward_function import RewardFunctionError
 from rlhf.sandbox import SandboxLimits, run_python
 
+from .critic import CRITIC_STAGES
 from .runlog import RunDirError
 from .submit import SubmitError
 
 USER_ERRORS = (ConfigError, DataError, ModelLoadError, RewardFunctionError, RunDirError, MemoryPlanError,
                LoraError, SubmitError, RecoveryError, SharedFilesystemError, NumericalFaultError,
+               ProblemError, MutationError, TamperDataError,
                FileNotFoundError)
 
 # The stages, looked up by name: help text and the driver (module, function) that runs one from a config.
@@ -94,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.add_argument("job_id", nargs="?")
     jobs.add_argument("--follow", action="store_true", help="with logs: until the job ends")
     _add_job_address(jobs)
+    critic = sub.add_parser("critic", help="CriticGPT: a model that writes critiques of code",
+                            description="CriticGPT stages. " + "; ".join(f"{k}: {v[0]}" for k, v in CRITIC_STAGES.items())
+                                        + ". " + OVERRIDES_HELP,
+                            epilog=OVERRIDES_HELP)
+    critic.add_argument("stage", choices=list(CRITIC_STAGES))
+    _add_common(critic)
     sandbox = sub.add_parser("sandbox", help="run a Python file in the sandbox every executed program goes through",
                              description="Run one Python file in the sandbox (own network, PID and mount namespaces "
                                          "and user where the kernel allows; CPU, memory, process and file-size "
@@ -151,7 +162,9 @@ def main(argv: list[str] | None = None) -> int:
         # no --config: the bundled toy run (rlhf/configs/toy_<stage>.yaml) is the base the overrides apply to
         stage = "ppo" if args.command == "bench" else args.command
         cfg = load_config(args.config, extra, base=None if args.config else bundled_default(args.command), stage=stage)
-        if args.command in STAGES:
+        if args.command == "critic":
+            print(f"done: {CRITIC_STAGES[args.stage][1](cfg)}")
+        elif args.command in STAGES:
             _, module, function = STAGES[args.command]
             result = getattr(import_module(module), function)(cfg, resume=args.resume)
             if args.command != "pipeline":       # the pipeline prints its table

