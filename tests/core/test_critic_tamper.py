@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from rlhf.critic.critique import gold_critique, label_critique
 from rlhf.critic.dataset import load_tampers, split_by_problem
 from rlhf.critic.mutations import MutationError, apply_site, find_sites
 from rlhf.critic.problems import ProblemError, load_humaneval, load_problems
@@ -89,6 +90,8 @@ def test_humaneval_tampers_fail_their_tests_and_split_by_problem(tmp_path):
         assert tamper.tampered_snippet.splitlines()[0] == lines[tamper.changed_lines[0] - 1].strip()
         assert f"Line {tamper.changed_lines[0]}" in tamper.description
         assert tamper.failing_test and " ".join(tamper.failing_test.split())[:40] in tamper.description
+        gold = gold_critique(tamper.tampered, tamper.changed_lines, tamper.description)
+        assert label_critique(gold, tamper.tampered, tamper.changed_lines).catches_bug
     split = split_by_problem([f"p{i}" for i in range(10)], 0.1, 0.2, seed=0)
     assert sorted(split.values()).count("test") == 2 and sorted(split.values()).count("validation") == 1
     assert split == split_by_problem([f"p{i}" for i in reversed(range(10))], 0.1, 0.2, seed=0)

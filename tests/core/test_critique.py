@@ -1,0 +1,70 @@
+"""The critique format by hand: parsing well-formed and malformed output, the automatic labels against a tamper's
+changed lines, and the gold critique rendered from a reference."""
+from rlhf.critic.critique import (Highlight, format_critique, gold_critique, label_critique, parse_critique,
+                                  quoted_lines)
+
+CODE = '''def below_zero(operations):
+    balance = 0
+    for op in operations:
+        balance += op
+        if balance <= 0:
+            return True
+    return False
+'''
+CHANGED = [5, 5]       # the tamper turned `< 0` into `<= 0`
+
+CRITIQUE = '''```python
+if balance <= 0:
+```
+A balance of exactly zero is reported as below zero; the check must be `< 0`.
+
+```
+    return False
+```
+Nitpick: an early `else` would read better.
+
+Apart from that the function is correct.'''
+
+
+def test_parse_well_formed_critique_into_highlights_and_summary():
+    critique = parse_critique(CRITIQUE)
+    assert critique.highlights == [
+        Highlight("if balance <= 0:", "A balance of exactly zero is reported as below zero; the check must be `< 0`."),
+        Highlight("return False", "Nitpick: an early `else` would read better.")]
+    assert critique.summary == "Apart from that the function is correct."
+    assert (critique.preamble, critique.unclosed, critique.empty_quotes) == ("", False, 0)
+    assert parse_critique(format_critique(critique.highlights, critique.summary)).highlights == critique.highlights
+
+
+def test_parse_tolerates_malformed_output():
+    unclosed = parse_critique("Looks risky:\n```python\nbalance += op\nno closing fence here")
+    assert unclosed.preamble == "Looks risky:" and unclosed.unclosed
+    assert unclosed.highlights == [Highlight("balance += op\nno closing fence here", "")]
+    empty = parse_critique("```\n```\nNothing quoted.\n``` \n   \n```\nstill nothing")
+    assert (empty.highlights, empty.empty_quotes) == ([], 2)
+    assert parse_critique("").highlights == [] and parse_critique("no code at all").preamble == "no code at all"
+    inline = parse_critique("The ``` fence is inline here, not a block")
+    assert inline.highlights == [] and not inline.unclosed
+
+
+def test_labels_catch_hallucinate_and_nitpick():
+    assert quoted_lines("if   balance <= 0:", CODE) == [5]                 # whitespace-insensitive
+    assert quoted_lines("balance", CODE) == [2, 4, 5]                      # a fragment: every line holding it
+    assert quoted_lines("if balance < 0:", CODE) is None                   # not in the answer
+    labels = label_critique(CRITIQUE, CODE, CHANGED)
+    assert labels.as_dict() == {"catches_bug": True, "highlights": 2, "hallucinated": 0, "unchanged": 1,
+                                "length": len(CRITIQUE), "malformed": False}
+    wrong = "```python\nif balance < 0:\n```\nShould be <=.\n\n```python\nreturn False\n```\nfine"
+    labels = label_critique(wrong, CODE, CHANGED)
+    assert (labels.catches_bug, labels.hallucinated, labels.unchanged) == (False, 1, 1)
+    assert label_critique("```python\n\n```\n", CODE, CHANGED).malformed
+
+
+def test_gold_critique_quotes_the_changed_lines_and_catches_the_bug():
+    gold = gold_critique(CODE, CHANGED, "Line 5: `if balance <= 0:` uses the wrong comparison operator.")
+    assert gold == ("```python\nif balance <= 0:\n```\nLine 5: `if balance <= 0:` uses the wrong comparison "
+                    "operator.")
+    labels = label_critique(gold, CODE, CHANGED)
+    assert labels.catches_bug and labels.highlights == 1 and labels.hallucinated == labels.unchanged == 0
+    two_lines = gold_critique(CODE, [5, 6], "d")
+    assert two_lines.startswith("```python\nif balance <= 0:\n    return True\n```")
