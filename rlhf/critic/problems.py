@@ -39,10 +39,17 @@ def load_humaneval() -> list[CodeProblem]:
 
 
 def load_problems(spec: str, limit: int | None = None) -> tuple[list[CodeProblem], Counter]:
-    """'humaneval', or a JSONL file of records with HumanEval's fields. A record that is not JSON, misses a field or
+    """'humaneval', 'toy' / 'toy:<count>' (the bundled toy task, 200 problems by default), or a JSONL file of records with HumanEval's fields. A record that is not JSON, misses a field or
     has a test without `check(candidate)` is skipped and counted (the counts name why); none usable is an error."""
     if spec == "humaneval":
         problems, skipped = load_humaneval(), Counter()
+    elif spec == "toy" or spec.startswith("toy:"):
+        from .toy import toy_problems
+
+        count = spec.partition(":")[2]
+        if count and not count.isdigit():
+            raise ProblemError(f"critic.tamper.problems {spec!r}: expected 'toy' or 'toy:<count>'")
+        problems, skipped = toy_problems(int(count or 200)), Counter()
     else:
         problems, skipped = _read_jsonl(Path(spec).expanduser())
     problems = problems[:limit] if limit else problems

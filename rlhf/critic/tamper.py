@@ -106,38 +106,48 @@ def describe(operator: str, span: list[int], before: str, after: str, failing_te
 
 
 def tamper_problems(problems: list[CodeProblem], settings: TamperSettings) -> tuple[list[Tamper], Counter]:
-    """Tampers for each problem whose solution passes its tests, and the counts of what was skipped and why."""
+    """Tampers for each problem whose solution passes its tests, and the counts of what was skipped and why.
+
+    Candidate edits are checked in rounds (one more per problem each round, all problems' checks of a round in
+    parallel) until a problem has `tampers_per_problem` tampers, of which, when its docstring has examples, that
+    many still pass them; or its candidates run out."""
     counts: Counter = Counter(problems=len(problems))
-    checks = _check_all([(p, p.solution) for p in problems], settings)
-    working = []
-    for problem, check in zip(problems, checks):
-        if check.passed:
-            working.append(problem)
-        else:
+    originals = _check_all([(p, p.solution) for p in problems], settings)
+    pending = {}          # task id -> (problem, has examples, remaining candidate edits)
+    for position, (problem, check) in enumerate(zip(problems, originals)):
+        if not check.passed:
             counts["skipped: solution fails its tests"] += 1
-    candidates = []
-    for position, problem in enumerate(working):
+            continue
         try:
             edits = candidate_edits(problem, settings.max_attempts, derive_seed(settings.seed, "tamper", position))
         except MutationError as error:
             counts[f"skipped: solution {str(error).split(':')[0]}"] += 1
             continue
-        candidates += [(problem, op, source) for op, source in edits]
-    counts["candidates checked"] = len(candidates)
-    results = _check_all([(p, source) for p, _, source in candidates], settings)
-    kept: dict[str, list[tuple[bool, int, Tamper]]] = {}
-    for order, ((problem, op, source), check) in enumerate(zip(candidates, results)):
-        if check.passed:
-            counts["candidates that still pass the tests"] += 1
-            continue
-        span, before, after = changed_span(problem.solution, source)
-        failing = problem.test_statements[check.failed_tests[0]] if check.failed_tests else ""
-        tamper = Tamper(problem.task_id, problem.question, problem.entry_point, problem.solution, source, op, span,
-                        before, after, describe(op, span, before, after, failing), failing, check.passes_examples)
-        kept.setdefault(problem.task_id, []).append((not tamper.passes_examples, order, tamper))
+        pending[problem.task_id] = (problem, check.examples > 0, edits)
+    kept: dict[str, list[tuple[bool, int, Tamper]]] = {task: [] for task in pending}
+    order = 0
+    while pending:
+        batch = [(task, problem, *edits.pop(0)) for task, (problem, _, edits) in pending.items()]
+        counts["candidates checked"] += len(batch)
+        for (task, problem, op, source), check in zip(batch, _check_all([(b[1], b[3]) for b in batch], settings)):
+            order += 1
+            if check.passed:
+                counts["candidates that still pass the tests"] += 1
+                continue
+            span, before, after = changed_span(problem.solution, source)
+            failing = problem.test_statements[check.failed_tests[0]] if check.failed_tests else ""
+            tamper = Tamper(problem.task_id, problem.question, problem.entry_point, problem.solution, source, op,
+                            span, before, after, describe(op, span, before, after, failing), failing,
+                            check.passes_examples)
+            kept[task].append((not tamper.passes_examples, order, tamper))
+        for task in list(pending):
+            _, has_examples, edits = pending[task]
+            good = [t for t in kept[task] if t[2].passes_examples or not has_examples]
+            if len(good) >= settings.tampers_per_problem or not edits:
+                del pending[task]
     tampers = []
-    for problem in working:
-        chosen = sorted(kept.get(problem.task_id, []), key=lambda item: item[:2])[:settings.tampers_per_problem]
+    for task, found in kept.items():
+        chosen = sorted(found, key=lambda item: item[:2])[:settings.tampers_per_problem]
         if not chosen:
             counts["skipped: no edit made a test fail"] += 1
         tampers += [t for _, _, t in chosen]

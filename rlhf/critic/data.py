@@ -1,0 +1,65 @@
+"""What the CriticGPT stages feed the SFT, reward-model and PPO stages: the critic's prompt for a (question,
+answer) pair, SFT rows of gold critiques, K-wise ranking rows of sampled + gold critiques ranked by their automatic
+labels, and PPO prompts. Plain rows, written as JSONL that `rlhf sft` / `rlhf rm` / `rlhf ppo` read."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .critique import CritiqueLabels, gold_critique, label_critique
+
+PROMPT = "Find the bug. Quote it in a ```python block, then explain.\n```python\n{code}```\nCritique:\n"
+
+
+def critic_prompt(code: str) -> str:
+    """The critic's prompt for an answer; its code holds the question too (signature and docstring)."""
+    return PROMPT.format(code=code if code.endswith("\n") else code + "\n")
+
+
+def tamper_prompt(tamper: dict) -> str:
+    return critic_prompt(tamper["tampered"])
+
+
+def gold_of(tamper: dict) -> str:
+    return gold_critique(tamper["tampered"], tamper["changed_lines"], tamper["description"])
+
+
+def sft_rows(tampers) -> list[dict]:
+    """One demonstration per tamper: its critic prompt and its gold critique."""
+    return [{"prompt": tamper_prompt(t), "response": gold_of(t)} for t in tampers]
+
+
+def preference_key(labels: CritiqueLabels) -> tuple:
+    """Smaller is better: catches the inserted bug, then fewer hallucinated highlights, fewer highlights on
+    unchanged lines, well-formed, shorter (the paper's CBI, fake problems, nitpicks and conciseness, in order)."""
+    return (not labels.catches_bug, labels.hallucinated, labels.unchanged, labels.malformed, labels.length)
+
+
+def ranking_row(tamper: dict, sampled: list[str]) -> dict | None:
+    """K-wise ranking of the distinct sampled critiques and the gold one by `preference_key` (rank 1 = best, equal
+    keys share a rank); None when fewer than two distinct non-empty critiques remain or all tie."""
+    critiques = []
+    for text in [gold_of(tamper), *sampled]:
+        if text.strip() and text not in critiques:
+            critiques.append(text)
+    if len(critiques) < 2:
+        return None
+    keys = [preference_key(label_critique(c, tamper["tampered"], tamper["changed_lines"])) for c in critiques]
+    distinct = sorted(set(keys))
+    if len(distinct) < 2:
+        return None
+    return {"prompt": tamper_prompt(tamper), "responses": critiques, "ranks": [distinct.index(k) + 1 for k in keys]}
+
+
+def missed_by_some(tamper: dict, sampled: list[str]) -> bool:
+    """The adversarial filter: the critic misses the inserted bug in at least one of its samples."""
+    return any(not label_critique(c, tamper["tampered"], tamper["changed_lines"]).catches_bug for c in sampled)
+
+
+def write_jsonl(rows: list[dict], path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    tmp.replace(path)
+    return path
