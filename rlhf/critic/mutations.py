@@ -234,5 +234,8 @@ def apply_site(source: str, function: str, site: Site) -> Mutation:
     wrapper = _wrapper(source)
     for candidate, node in _collect(wrapper, function):
         if candidate == site:
-            return Mutation(site, wrapper.module.visit(_Apply(node, site)).code)
+            try:
+                return Mutation(site, wrapper.module.visit(_Apply(node, site)).code)
+            except cst.CSTValidationError as error:     # e.g. `if not(x):` -> `if(x):` needs a space libcst wants
+                raise MutationError(f"edit {site.operator} at line {site.line} makes invalid code: {error}") from None
     raise MutationError(f"no edit {site} in {function!r}")

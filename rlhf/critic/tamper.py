@@ -64,7 +64,10 @@ def candidate_edits(problem: CodeProblem, count: int, seed: int) -> list[tuple[s
     while len(out) < count and any(by_operator[op] for op in order):
         for op in order:
             if by_operator[op] and len(out) < count:
-                source = apply_site(problem.solution, problem.entry_point, by_operator[op].pop()).source
+                try:
+                    source = apply_site(problem.solution, problem.entry_point, by_operator[op].pop()).source
+                except MutationError:
+                    continue
                 if source not in seen and _parses(source):
                     seen.add(source)
                     out.append((op, source))
@@ -122,6 +125,9 @@ def tamper_problems(problems: list[CodeProblem], settings: TamperSettings) -> tu
             edits = candidate_edits(problem, settings.max_attempts, derive_seed(settings.seed, "tamper", position))
         except MutationError as error:
             counts[f"skipped: solution {str(error).split(':')[0]}"] += 1
+            continue
+        if not edits:
+            counts["skipped: no place to insert a bug"] += 1
             continue
         pending[problem.task_id] = (problem, check.examples > 0, edits)
     kept: dict[str, list[tuple[bool, int, Tamper]]] = {task: [] for task in pending}

@@ -23,8 +23,8 @@ def test_bytes_per_rank_follow_the_zero_stage_by_hand():
 
 def test_parameters_are_counted_from_the_config_alone(tmp_path):
     cfg = load_config(None, ["--model.cache_dir", str(tmp_path)], stage="ppo")
-    # the default tiny Llama: 4 specials + 88 characters of vocabulary, 2 layers of width 64, untied head
-    vocab, h, layers = 92, 64, 2
+    # the default tiny Llama: 4 specials + 89 characters (the backtick among them) of vocabulary, 2 layers of width 64, untied head
+    vocab, h, layers = 93, 64, 2
     per_layer = 4 * h * h + 3 * h * 4 * h + 2 * h
     assert count_parameters("tiny", False, cfg.model.tiny)[0] == 2 * vocab * h + layers * per_layer + h
     assert count_parameters("tiny", True, cfg.model.tiny)[0] == vocab * h + layers * per_layer + h + h + 1
