@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from rlhf.generation import SamplingParams
+from rlhf.data.prompts import left_pad
+from rlhf.experience import Experience
+from rlhf.generation import SamplingParams, response_texts
+from rlhf.models import load_tokenizer
 
 from .group import RoleGroups, RoleSpec, gather
 from .reward import RewardWorker
@@ -46,6 +49,27 @@ class PolicyEvaluator:
         params = SamplingParams.from_rollout(self.cfg.rollout, n_samples_per_prompt=n)
         return gather(self.rollout.call("generate", prompt_ids, prompt_mask, torch.arange(len(prompt_ids)),
                                         params, "evaluation", step))[0]
+
+    def complete(self, texts: list[str], n: int, step: int, chunk: int = 64) -> list[list[str]]:
+        """`n` sampled continuations of each text (a prompt, or a prompt and a forced start), as text."""
+        tokenizer = load_tokenizer(self.tokenizer_path)
+        ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+        out: list[str] = []
+        for start in range(0, len(ids), chunk):
+            prompt_ids, prompt_mask = left_pad(ids[start:start + chunk], tokenizer.pad_token_id)
+            out += response_texts(self.sample(prompt_ids, prompt_mask, n, step + start), tokenizer)
+        return [out[i * n:(i + 1) * n] for i in range(len(texts))]
+
+    def score_texts(self, prompts: list[str], responses: list[str], chunk: int = 64) -> list[float]:
+        """The reward actor's score of each (prompt, response) text pair (the response closed with EOS)."""
+        tokenizer = load_tokenizer(self.tokenizer_path)
+        encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]
+        pairs = [(encode(p), encode(r) + [tokenizer.eos_token_id]) for p, r in zip(prompts, responses)]
+        scores: list[float] = []
+        for start in range(0, len(pairs), chunk):
+            exp = Experience.from_pairs(pairs[start:start + chunk], tokenizer.pad_token_id)
+            scores += self.reward.run("scores", exp)[0].tolist()
+        return scores
 
     def shutdown(self) -> None:
         self.groups.shutdown()

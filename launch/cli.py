@@ -104,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
                                         + ". " + OVERRIDES_HELP,
                             epilog=OVERRIDES_HELP)
     critic.add_argument("stage", choices=list(CRITIC_STAGES))
+    critic.add_argument("--fsbs", action="store_true", help="eval: also decode with FSBS (critic.eval.fsbs)")
     _add_common(critic)
     sandbox = sub.add_parser("sandbox", help="run a Python file in the sandbox every executed program goes through",
                              description="Run one Python file in the sandbox (own network, PID and mount namespaces "
@@ -161,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
 
         # no --config: the bundled toy run (rlhf/configs/toy_<stage>.yaml) is the base the overrides apply to
         stage = "ppo" if args.command == "bench" else args.command
+        if args.command == "critic" and args.fsbs:
+            extra = [*extra, "--critic.eval.fsbs", "true"]
         cfg = load_config(args.config, extra, base=None if args.config else bundled_default(args.command), stage=stage)
         if args.command == "critic":
             print(f"done: {CRITIC_STAGES[args.stage][1](cfg)}")

@@ -8,6 +8,7 @@ directory (default runs/critic-default); a finished stage is not run again (`sta
   rm       the SFT critic samples critiques of each training answer; with the gold one they are ranked by their
            automatic labels; the critique reward model learns the rankings (K-wise loss) -> <run>/rm/final_hf
   ppo      PPO of the SFT critic against the critique reward model, KL to the SFT critic -> <run>/ppo/policy_hf
+  eval     the critics on the test split under each decoding (`launch/critic_eval.py`)  -> <run>/eval/
 """
 from __future__ import annotations
 
@@ -21,11 +22,10 @@ from rlhf.critic.data import missed_by_some, ranking_row, sft_rows, tamper_promp
 from rlhf.critic.dataset import load_tampers, save_tampers
 from rlhf.critic.problems import load_problems
 from rlhf.critic.tamper import TamperSettings, tamper_problems
-from rlhf.data.prompts import left_pad, tokenize_prompts
-from rlhf.generation import response_texts
-from rlhf.models import load_tokenizer, resolve_model_path
+from rlhf.models import resolve_model_path
 from rlhf.sandbox import SandboxLimits, isolation
 
+from .critic_eval import run_critic_eval
 from .pipeline import run_stage, stage_config
 from .ppo import run_ppo
 from .ray_session import ray_session
@@ -120,17 +120,11 @@ def run_critic_ppo(cfg) -> Path:
 def sample_critiques(cfg, model: str, prompts: list[str], n: int) -> list[list[str]]:
     """`n` critiques of each prompt sampled from `model` on one rollout actor (rollout settings of `cfg`)."""
     path = resolve_model_path(model, cfg.model.cache_dir, cfg.model.tiny, "critic model")
-    tokenizer = load_tokenizer(path)
-    _, ids = tokenize_prompts(prompts, tokenizer, cfg.data.max_prompt_length, "critic prompts")
     sampler = PolicyEvaluator(cfg, path, path, scores=False)
     try:
-        texts = []
-        for start in range(0, len(ids), 64):
-            prompt_ids, prompt_mask = left_pad(ids[start:start + 64], tokenizer.pad_token_id)
-            texts += response_texts(sampler.sample(prompt_ids, prompt_mask, n, step=start), tokenizer)
+        return sampler.complete(prompts, n, step=0)
     finally:
         sampler.shutdown()
-    return [texts[i * n:(i + 1) * n] for i in range(len(prompts))]
 
 
 CRITIC_STAGES = {
@@ -138,4 +132,6 @@ CRITIC_STAGES = {
     "sft": ("train the critic on gold critiques", run_critic_sft),
     "rm": ("rank sampled + gold critiques by their labels and train the critique reward model", run_critic_rm),
     "ppo": ("PPO of the critic against the critique reward model", run_critic_ppo),
+    "eval": ("the critics on held-out tampers: CBI, hallucinations, Elo, per decoding (--fsbs adds FSBS)",
+             lambda cfg: run_critic_eval(cfg)),
 }

@@ -75,3 +75,24 @@ class Experience:
             values[name] = None if tensors[0] is None else torch.cat(tensors)
         return Experience(prompt_length=first.prompt_length, **values)
 
+    @staticmethod
+    def from_pairs(pairs: list[tuple[list[int], list[int]]], pad_id: int) -> "Experience":
+        """A batch of given (prompt ids, response ids) pairs, e.g. texts to score: prompts left-padded, responses
+        right-padded; every row is marked as ending with EOS (encode each response with its EOS)."""
+        prompt_length = max(len(p) for p, _ in pairs)
+        response_length = max(1, max(len(r) for _, r in pairs))
+        rows = len(pairs)
+        sequences = torch.full((rows, prompt_length + response_length), pad_id, dtype=torch.long)
+        attention = torch.zeros_like(sequences)
+        response_mask = torch.zeros(rows, response_length)
+        for i, (prompt, response) in enumerate(pairs):
+            sequences[i, prompt_length - len(prompt):prompt_length] = torch.tensor(prompt, dtype=torch.long)
+            attention[i, prompt_length - len(prompt):prompt_length] = 1
+            if response:
+                sequences[i, prompt_length:prompt_length + len(response)] = torch.tensor(response, dtype=torch.long)
+                attention[i, prompt_length:prompt_length + len(response)] = 1
+                response_mask[i, :len(response)] = 1
+        return Experience(sequences=sequences, attention_mask=attention, response_mask=response_mask,
+                          ends_with_eos=torch.ones(rows, dtype=torch.bool), prompt_index=torch.arange(rows),
+                          prompt_length=prompt_length)
+

@@ -46,6 +46,23 @@ class CriticRMConfig(Section):
     """Keep only tampers the SFT critic misses in at least one of its samples (the paper's adversarial filter)."""
 
 
+class CriticEvalConfig(Section):
+    best_of: int = Field(4, ge=2)
+    """Critiques sampled per answer for the best-of-n decoding (the critique RM picks one)."""
+    fsbs: bool = False
+    """Also decode with FSBS (`rlhf critic eval --fsbs`), at LENGTH_MODIFIER from the 10th/25th/50th/75th
+    percentiles of the highlight counts of each search."""
+    fsbs_n: int = Field(4, ge=1)
+    """FSBS: critiques sampled per prefix each round."""
+    fsbs_k: int = Field(2, ge=1)
+    """FSBS: best candidates of a round extended in the next."""
+    fsbs_rounds: int = Field(4, ge=1)
+    """FSBS: rounds d (n + (d - 1) k n candidates per answer: 28 by default)."""
+    limit: Optional[int] = Field(None, ge=1)
+    """Evaluate on the first N test tampers only (None: the whole test split)."""
+
+
 class CriticConfig(Section):
     tamper: TamperConfig = TamperConfig()
     rm: CriticRMConfig = CriticRMConfig()
+    eval: CriticEvalConfig = CriticEvalConfig()

@@ -48,18 +48,31 @@ def without_summary(text: str) -> str:
 
 def search(sample: Callable, score: Callable, n: int = 4, k: int = 2, d: int = 4,
            opener: str = OPENER) -> list[Candidate]:
-    """All candidates of the d rounds, in the order they were sampled."""
-    candidates: list[Candidate] = []
-    prefixes = [opener]
+    """All candidates of the d rounds for one prompt, in the order they were sampled."""
+    return search_many(1, lambda pairs, m: sample([p for _, p in pairs], m),
+                       lambda pairs: score([t for _, t in pairs]), n, k, d, opener)[0]
+
+
+def search_many(prompts: int, sample: Callable, score: Callable, n: int = 4, k: int = 2, d: int = 4,
+                opener: str = OPENER) -> list[list[Candidate]]:
+    """`search` for `prompts` prompts in lockstep (one sample and one score call per round for all of them):
+    `sample(pairs, n)` and `score(pairs)` take (prompt index, critique text) pairs."""
+    candidates: list[list[Candidate]] = [[] for _ in range(prompts)]
+    requests = [(i, opener) for i in range(prompts)]
     for round_ in range(1, d + 1):
-        texts = [prefix + continuation for prefix, outs in zip(prefixes, sample(prefixes, n)) for continuation in outs]
-        scores = score(texts)
-        if len(scores) != len(texts):
-            raise ValueError(f"score returned {len(scores)} scores for {len(texts)} critiques")
-        new = [Candidate(t, float(s), len(parse_critique(t).highlights), round_) for t, s in zip(texts, scores)]
-        candidates += new
-        best = sorted(range(len(new)), key=lambda i: (-new[i].score, i))[:k]
-        prefixes = [without_summary(new[i].text) + "\n\n" + opener for i in best]
+        outs = sample(requests, n)
+        pairs = [(i, prefix + c) for (i, prefix), continuations in zip(requests, outs) for c in continuations]
+        scores = score(pairs)
+        if len(scores) != len(pairs):
+            raise ValueError(f"score returned {len(scores)} scores for {len(pairs)} critiques")
+        new: list[list[Candidate]] = [[] for _ in range(prompts)]
+        for (i, text), value in zip(pairs, scores):
+            new[i].append(Candidate(text, float(value), len(parse_critique(text).highlights), round_))
+        requests = []
+        for i in range(prompts):
+            candidates[i] += new[i]
+            best = sorted(range(len(new[i])), key=lambda j: (-new[i][j].score, j))[:k]
+            requests += [(i, without_summary(new[i][j].text) + "\n\n" + opener) for j in best]
     return candidates
 
 
@@ -94,12 +107,19 @@ def modifier_for_percentile(candidates: list[Candidate], q: float) -> float:
     return max(points) * (1 + 1e-9) + 1e-12
 
 
-def fsbs(sample: Callable, score: Callable, n: int = 4, k: int = 2, d: int = 4,
-         length_modifier: Union[float, str] = "p50", opener: str = OPENER) -> FSBSResult:
-    """Search, then choose with `length_modifier` (a number, or 'p10' / 'p25' / 'p50' / 'p75')."""
-    candidates = search(sample, score, n, k, d, opener)
+def choose(candidates: list[Candidate], length_modifier: Union[float, str]) -> FSBSResult:
+    """The FSBS answer among one prompt's candidates for `length_modifier` (a number, or 'p10' / 'p25' / 'p50' /
+    'p75')."""
     if isinstance(length_modifier, str):
         if length_modifier not in PERCENTILES:
             raise ValueError(f"length_modifier {length_modifier!r}: a number or one of {', '.join(PERCENTILES)}")
         length_modifier = modifier_for_percentile(candidates, PERCENTILES[length_modifier])
     return FSBSResult(select(candidates, length_modifier), float(length_modifier), candidates)
+
+
+def fsbs(sample: Callable, score: Callable, n: int = 4, k: int = 2, d: int = 4,
+         length_modifier: Union[float, str] = "p50", opener: str = OPENER) -> FSBSResult:
+    """Search, then choose with `length_modifier`."""
+    if isinstance(length_modifier, str) and length_modifier not in PERCENTILES:
+        raise ValueError(f"length_modifier {length_modifier!r}: a number or one of {', '.join(PERCENTILES)}")
+    return choose(search(sample, score, n, k, d, opener), length_modifier)

@@ -2,8 +2,8 @@
 summary is dropped, 28 candidates for n=4, k=2, d=4, and the choice along the LENGTH_MODIFIER sweep."""
 import pytest
 
-from rlhf.critic.fsbs import Candidate, OPENER, fsbs, modifier_for_percentile, percentile, search, select, \
-    without_summary
+from rlhf.critic.fsbs import Candidate, OPENER, fsbs, modifier_for_percentile, percentile, search, search_many, \
+    select, without_summary
 
 
 def test_without_summary_drops_only_a_last_paragraph_without_highlight():
@@ -57,3 +57,21 @@ def test_fsbs_returns_the_chosen_candidate_and_checks_its_inputs():
         fsbs(sample, lambda texts: [0.0] * len(texts), length_modifier="p99")
     with pytest.raises(ValueError, match="score returned 1 scores for 4 critiques"):
         fsbs(sample, lambda texts: [0.0])
+
+
+def test_search_many_runs_prompts_in_lockstep_with_the_single_prompt_result():
+    calls = []
+
+    def sample(pairs, n):
+        calls.append(len(pairs))
+        return [[f"p{i} line{j}\n```\nc{j}" for j in range(n)] for i, _ in pairs]
+
+    def score(pairs):
+        return [float(text.count("c1")) - i for i, text in pairs]
+
+    many = search_many(2, sample, score, n=2, k=1, d=3)
+    assert calls == [2, 2, 2]                   # one sample call per round for both prompts (k=1 prefix each)
+    for i in range(2):
+        single = search(lambda prefixes, n: sample([(i, p) for p in prefixes], n),
+                        lambda texts: score([(i, t) for t in texts]), n=2, k=1, d=3)
+        assert many[i] == single

@@ -1,11 +1,12 @@
 """The CriticGPT chain end to end on the toy code task and a tiny model, on the session's Ray cluster: tamper ->
 critic SFT on gold critiques -> critique RM on sampled + gold critiques ranked by their labels -> PPO of the critic
-against it. Small budgets: this checks the stages connect and what each writes, not that the critic learns."""
+against it -> evaluation of both critics under sampling, best-of-n and FSBS. Small budgets: this checks the stages connect and what each writes, not that the critic learns."""
 import json
 
 import pytest
 
 from launch.critic import run_critic_ppo, run_critic_rm, run_critic_sft, run_critic_tamper
+from launch.critic_eval import run_critic_eval
 from launch.runlog import read_metrics
 from rlhf.config import build_config, bundled_default
 from rlhf.critic.critique import label_critique
@@ -18,7 +19,8 @@ def critic_config(tmp_path, model_cache):
     tree = bundled_default("critic")
     tree["run"].update(output_dir=str(tmp_path), num_steps=2)
     tree["model"]["cache_dir"] = model_cache
-    tree["critic"] = {"tamper": {"problems": "toy:24", "max_attempts": 2}, "rm": {"samples": 2}}
+    tree["critic"] = {"tamper": {"problems": "toy:24", "max_attempts": 2}, "rm": {"samples": 2},
+                      "eval": {"best_of": 2, "fsbs": True, "fsbs_n": 2, "fsbs_k": 1, "fsbs_rounds": 2, "limit": 3}}
     tree["sft"].update(epochs=1, eval_every=100)
     tree["rm"].update(epochs=1, eval_every=100, batch_size=8, micro_batch_size=8)
     tree["rollout"].update(max_new_tokens=24, prompts_per_step=4)
@@ -54,6 +56,21 @@ def test_critic_chain_tamper_sft_rm_ppo(ray_cluster, tmp_path, model_cache):
     policy = run_critic_ppo(cfg)
     assert (policy / "config.json").exists()
     assert [row["step"] for row in read_metrics(root / "ppo")] == [1, 2]
+    # eval: both critics under sampling, best-of-2 and FSBS at four percentiles, labelled, Elo, a plot
+    report = run_critic_eval(cfg)
+    names = {f"{c}/{d}" for c in ("sft", "rl") for d in ("sample", "best_of_n", "fsbs_p10", "fsbs_p25", "fsbs_p50",
+                                                         "fsbs_p75")}
+    assert report["answers"] == 3 and set(report["rows"]) == names
+    for row in report["rows"].values():
+        assert 0 <= row["cbi_rate"] <= 1 and 0 <= row["hallucinated_rate"] <= 1 and row["mean_length"] > 0
+    assert sum(row["elo"] for row in report["rows"].values()) == pytest.approx(1000 * len(names))
+    critiques = [json.loads(line) for line in (root / "eval" / "critiques.jsonl").read_text().splitlines()]
+    assert len(critiques) == 3 * len(names)
+    fsbs = [c["critique"] for c in critiques if c["decoding"].startswith("fsbs")]
+    assert all(text.startswith("```python\n") for text in fsbs)          # the forced highlight opener
+    assert (root / "eval" / "precision_recall.png").stat().st_size > 10_000
+    metrics = read_metrics(root / "eval")
+    assert metrics[0]["critic_eval/rl/sample/cbi_rate"] == report["rows"]["rl/sample"]["cbi_rate"]
     # finished stages are not run again
     assert run_critic_sft(cfg) == root / "sft" / "best_hf"
     assert json.loads((root / "ppo" / "stage_done.json").read_text()) == {"stage": "ppo"}
