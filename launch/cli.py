@@ -166,7 +166,9 @@ def main(argv: list[str] | None = None) -> int:
             extra = [*extra, "--critic.eval.fsbs", "true"]
         cfg = load_config(args.config, extra, base=None if args.config else bundled_default(args.command), stage=stage)
         if args.command == "critic":
-            print(f"done: {CRITIC_STAGES[args.stage][1](cfg)}")
+            result = CRITIC_STAGES[args.stage][1](cfg)
+            if isinstance(result, Path):          # eval and pipeline print their table
+                print(f"done: {result}")
         elif args.command in STAGES:
             _, module, function = STAGES[args.command]
             result = getattr(import_module(module), function)(cfg, resume=args.resume)

@@ -9,6 +9,7 @@ directory (default runs/critic-default); a finished stage is not run again (`sta
            automatic labels; the critique reward model learns the rankings (K-wise loss) -> <run>/rm/final_hf
   ppo      PPO of the SFT critic against the critique reward model, KL to the SFT critic -> <run>/ppo/policy_hf
   eval     the critics on the test split under each decoding (`launch/critic_eval.py`)  -> <run>/eval/
+  pipeline all of them in order
 """
 from __future__ import annotations
 
@@ -67,11 +68,26 @@ def training_tampers(root: Path) -> list[dict]:
     return list(dataset["train"]) + list(dataset["validation"])
 
 
+def stage_configs(cfg, root: Path) -> dict:
+    """The configs the sft, rm and ppo stages run with (their data written by the stages themselves), each checked
+    by its stage's rules: `rlhf critic pipeline` checks all of them before the first stage starts."""
+    data, sft_model, reward_model = root / "data", str(root / "sft" / "best_hf"), str(root / "rm" / "final_hf")
+    configs = {
+        "sft": stage_config(cfg, root, "sft", sft={"data": str(data / "sft.jsonl")}),
+        "rm": stage_config(cfg, root, "rm", rm={"data": str(data / "rm.jsonl"), "base": sft_model,
+                                                "reference_data": str(data / "sft.jsonl")}),
+        "ppo": stage_config(cfg, root, "ppo", model={"policy": sft_model, "reference": sft_model, "value": None},
+                            reward={"function": None, "model": reward_model}, ppo={"init_value_from_reward": True},
+                            data={"prompts": str(data / "prompts.jsonl"), "input_key": "prompt"}),
+    }
+    return {stage: for_stage(stage_cfg, stage) for stage, stage_cfg in configs.items()}
+
+
 def run_critic_sft(cfg) -> Path:
     cfg = for_stage(cfg, "critic")
     root = cfg.run_dir
-    data = write_jsonl(sft_rows(training_tampers(root)), root / "data" / "sft.jsonl")
-    stage_cfg = for_stage(stage_config(cfg, root, "sft", sft={"data": str(data)}), "sft")
+    stage_cfg = stage_configs(cfg, root)["sft"]
+    write_jsonl(sft_rows(training_tampers(root)), Path(stage_cfg.sft.data))
     with ray_session(cfg):
         run_stage("sft", stage_cfg, run_sft, root, resume=True)
     return root / "sft" / "best_hf"
@@ -80,12 +96,11 @@ def run_critic_sft(cfg) -> Path:
 def run_critic_rm(cfg) -> Path:
     cfg = for_stage(cfg, "critic")
     root, section = cfg.run_dir, cfg.critic.rm
-    sft_model, sft_data = root / "sft" / "best_hf", root / "data" / "sft.jsonl"
-    rm_data = root / "data" / "rm.jsonl"
+    stage_cfg = stage_configs(cfg, root)["rm"]
     with ray_session(cfg):
         if not (root / "rm" / "stage_done.json").exists():
             tampers = training_tampers(root)
-            samples = sample_critiques(cfg, str(sft_model), [tamper_prompt(t) for t in tampers], section.samples)
+            samples = sample_critiques(cfg, stage_cfg.rm.base, [tamper_prompt(t) for t in tampers], section.samples)
             counts, rows = Counter(tampers=len(tampers)), []
             for tamper, sampled in zip(tampers, samples):
                 if section.adversarial and not missed_by_some(tamper, sampled):
@@ -95,26 +110,33 @@ def run_critic_rm(cfg) -> Path:
                 counts["rankings" if row else "dropped: fewer than two distinct critiques"] += 1
                 if row:
                     rows.append(row)
-            write_jsonl(rows, rm_data)
+            write_jsonl(rows, Path(stage_cfg.rm.data))
             print("rm data: " + ", ".join(f"{k} {v}" for k, v in counts.items()), flush=True)
-        stage_cfg = stage_config(cfg, root, "rm", rm={"data": str(rm_data), "base": str(sft_model),
-                                                      "reference_data": str(sft_data)})
-        run_stage("rm", for_stage(stage_cfg, "rm"), run_rm, root, resume=True)
+        run_stage("rm", stage_cfg, run_rm, root, resume=True)
     return root / "rm" / "final_hf"
 
 
 def run_critic_ppo(cfg) -> Path:
     cfg = for_stage(cfg, "critic")
     root = cfg.run_dir
-    sft_model, reward_model = str(root / "sft" / "best_hf"), str(root / "rm" / "final_hf")
-    prompts = write_jsonl([{"prompt": tamper_prompt(t)} for t in training_tampers(root)],
-                          root / "data" / "prompts.jsonl")
-    stage_cfg = stage_config(cfg, root, "ppo", model={"policy": sft_model, "reference": sft_model, "value": None},
-                             reward={"function": None, "model": reward_model}, ppo={"init_value_from_reward": True},
-                             data={"prompts": str(prompts), "input_key": "prompt"})
+    stage_cfg = stage_configs(cfg, root)["ppo"]
+    write_jsonl([{"prompt": tamper_prompt(t)} for t in training_tampers(root)], Path(stage_cfg.data.prompts))
     with ray_session(cfg):
-        run_stage("ppo", for_stage(stage_cfg, "ppo"), run_ppo, root, resume=True)
+        run_stage("ppo", stage_cfg, run_ppo, root, resume=True)
     return root / "ppo" / "policy_hf"
+
+
+def run_critic_pipeline(cfg) -> dict:
+    """Every stage in order, on one Ray cluster; a stage finished by an earlier (stopped) pipeline is skipped, a
+    stopped one resumes from its last checkpoint. Every stage's config is checked before the first starts."""
+    cfg = for_stage(cfg, "critic")
+    stage_configs(cfg, cfg.run_dir)
+    run_critic_tamper(cfg)
+    with ray_session(cfg):
+        run_critic_sft(cfg)
+        run_critic_rm(cfg)
+        run_critic_ppo(cfg)
+        return run_critic_eval(cfg)
 
 
 def sample_critiques(cfg, model: str, prompts: list[str], n: int) -> list[list[str]]:
@@ -133,5 +155,6 @@ CRITIC_STAGES = {
     "rm": ("rank sampled + gold critiques by their labels and train the critique reward model", run_critic_rm),
     "ppo": ("PPO of the critic against the critique reward model", run_critic_ppo),
     "eval": ("the critics on held-out tampers: CBI, hallucinations, Elo, per decoding (--fsbs adds FSBS)",
-             lambda cfg: run_critic_eval(cfg)),
+             run_critic_eval),
+    "pipeline": ("tamper, sft, rm, ppo and eval in order, resumable by stage", run_critic_pipeline),
 }

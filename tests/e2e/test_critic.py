@@ -5,10 +5,10 @@ import json
 
 import pytest
 
-from launch.critic import run_critic_ppo, run_critic_rm, run_critic_sft, run_critic_tamper
+from launch.critic import run_critic_pipeline, run_critic_ppo, run_critic_rm, run_critic_sft, run_critic_tamper
 from launch.critic_eval import run_critic_eval
 from launch.runlog import read_metrics
-from rlhf.config import build_config, bundled_default
+from rlhf.config import ConfigError, build_config, bundled_default
 from rlhf.critic.critique import label_critique
 from rlhf.critic.dataset import load_tampers
 
@@ -74,3 +74,12 @@ def test_critic_chain_tamper_sft_rm_ppo(ray_cluster, tmp_path, model_cache):
     # finished stages are not run again
     assert run_critic_sft(cfg) == root / "sft" / "best_hf"
     assert json.loads((root / "ppo" / "stage_done.json").read_text()) == {"stage": "ppo"}
+
+
+def test_critic_pipeline_checks_every_stage_before_the_first(tmp_path, model_cache):
+    cfg = critic_config(tmp_path, model_cache).model_copy(deep=True)
+    tree = cfg.model_dump()
+    tree["deepspeed"]["policy"]["micro_batch_size"] = 3               # PPO's minibatch of 4 does not divide by 3
+    with pytest.raises(ConfigError, match=r"config error for rlhf ppo: deepspeed.policy.micro_batch_size"):
+        run_critic_pipeline(build_config(tree, "test"))
+    assert not (tmp_path / "critic-default" / "tampers").exists()      # refused before tampering began
