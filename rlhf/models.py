@@ -105,7 +105,8 @@ def resolve_model_path(name: str, cache_dir: str, tiny=None, key: str = "model")
             raise ModelLoadError(missing_path_error(name, key))
         return path
     shape = (tiny.num_layers, tiny.hidden_size, tiny.num_heads) if tiny else (2, 64, 4)
-    folder = Path(cache_dir).expanduser() / "tiny-llama-{}x{}h{}".format(*shape)
+    # the vocabulary's size is in the name: a model cached before the vocabulary grew is not reused
+    folder = Path(cache_dir).expanduser() / "tiny-llama-{}x{}h{}-v{}".format(*shape, len(TINY_VOCAB))
     if not (folder / "config.json").exists():
         make_tiny_model(folder, *shape)
     return str(folder)

@@ -55,6 +55,7 @@ class SandboxResult:
     stdout: str
     stderr: str
     isolation: str                   # what was enforced (see `isolation()`)
+    user: int | None = None          # the uid it ran as (a user of its own), None without isolation
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -164,7 +165,9 @@ def run_python(source: str, limits: SandboxLimits = SandboxLimits()) -> SandboxR
         stdout = _read_cut(folder / "stdout", limits.output_chars, head=True)
         stderr = _read_cut(folder / "stderr", limits.output_chars, head=False)   # a traceback ends with its error
     exit_code = json.loads(reported)["exit"] if reported else None
-    return _classify(exit_code, timed_out, seconds, stdout, stderr, mode)
+    result = _classify(exit_code, timed_out, seconds, stdout, stderr, mode)
+    result.user = cfg["uid"] if cfg["namespaces"] else None
+    return result
 
 
 def run_many(sources: list[str], limits: SandboxLimits = SandboxLimits(), workers: int | None = None
