@@ -2,6 +2,8 @@
 model, a reward function, or a hidden ground truth given as a function)."""
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from rlhf.data.prompts import left_pad
@@ -28,6 +30,11 @@ class PolicyEvaluator:
         self.rollout = self.groups["rollout"]
         self.reward = self.groups["reward"] if scores else None
 
+    @functools.cached_property
+    def tokenizer(self):
+        """Loaded once: FSBS samples and scores through it every round."""
+        return load_tokenizer(self.tokenizer_path)
+
     def load_path(self, policy_path: str) -> None:
         self.rollout.run("setup", policy_path, self.tokenizer_path)
 
@@ -52,7 +59,7 @@ class PolicyEvaluator:
 
     def complete(self, texts: list[str], n: int, step: int, chunk: int = 64) -> list[list[str]]:
         """`n` sampled continuations of each text (a prompt, or a prompt and a forced start), as text."""
-        tokenizer = load_tokenizer(self.tokenizer_path)
+        tokenizer = self.tokenizer
         ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
         out: list[str] = []
         for start in range(0, len(ids), chunk):
@@ -62,7 +69,7 @@ class PolicyEvaluator:
 
     def score_texts(self, prompts: list[str], responses: list[str], chunk: int = 64) -> list[float]:
         """The reward actor's score of each (prompt, response) text pair (the response closed with EOS)."""
-        tokenizer = load_tokenizer(self.tokenizer_path)
+        tokenizer = self.tokenizer
         encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]
         pairs = [(encode(p), encode(r) + [tokenizer.eos_token_id]) for p, r in zip(prompts, responses)]
         scores: list[float] = []

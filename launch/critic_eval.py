@@ -74,7 +74,7 @@ def decode_all(name: str, evaluator: PolicyEvaluator, prompts: list[str], sectio
     out[(name, "best_of_n")] = [s[max(range(len(s)), key=lambda j: flat[i * section.best_of + j])]
                                 for i, s in enumerate(samples)]
     if section.fsbs:
-        rounds = iter(range(2, 10**6))
+        rounds = itertools.count(2)          # a sampling stream per FSBS round (steps 0 and 1 are taken above)
 
         def sample(pairs, n):
             return evaluator.complete([prompts[i] + prefix for i, prefix in pairs], n, step=next(rounds) * 10**4)

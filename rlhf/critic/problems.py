@@ -164,7 +164,7 @@ _rlhf_report()
     return program, marker
 
 
-def read_check(result: SandboxResult, marker: str, count: int) -> CheckResult:
+def read_check(result: SandboxResult, marker: str) -> CheckResult:
     """The `CheckResult` of a sandboxed `check_program`; a program that never reported (timeout, crash at import,
     a limit) failed every test."""
     for line in reversed(result.stderr.splitlines()):

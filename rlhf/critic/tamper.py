@@ -165,4 +165,4 @@ def tamper_problems(problems: list[CodeProblem], settings: TamperSettings) -> tu
 def _check_all(pairs, settings: TamperSettings):
     programs = [check_program(problem, code) for problem, code in pairs]
     results = run_many([program for program, _ in programs], settings.limits, settings.workers)
-    return [read_check(result, marker, 0) for result, (_, marker) in zip(results, programs)]
+    return [read_check(result, marker) for result, (_, marker) in zip(results, programs)]
