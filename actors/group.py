@@ -190,17 +190,23 @@ class RoleGroups:
         gather(group.call("setup", *self.specs[role].setup_args))
         group.nodes = gather(group.call("node"))
 
-    def dead_roles(self) -> dict[str, list[int]]:
+    def dead_roles(self, settle_s: float = 0.0) -> dict[str, list[int]]:
         """role -> ranks of its workers whose process (or node) is gone, as the cluster's control store (GCS) says:
-        a busy actor is not asked anything, so a long call cannot pass for a death; no dashboard is needed."""
+        a busy actor is not asked anything, so a long call cannot pass for a death; no dashboard is needed.
+        When a whole node is lost, callers see its actors as unavailable before the GCS has declared the node
+        dead (its health checks take seconds): with `settle_s`, ask again until a death shows or that time passes."""
         from ray._private.state import actors as actor_table
 
-        dead: dict[str, list[int]] = {}
-        for role, group in self.groups.items():
-            for rank, actor in enumerate(group.actors):
-                if (actor_table(actor_id=actor._actor_id.hex()) or {}).get("State", "DEAD") == "DEAD":
-                    dead.setdefault(role, []).append(rank)
-        return dead
+        deadline = time.monotonic() + settle_s
+        while True:
+            dead: dict[str, list[int]] = {}
+            for role, group in self.groups.items():
+                for rank, actor in enumerate(group.actors):
+                    if (actor_table(actor_id=actor._actor_id.hex()) or {}).get("State", "DEAD") == "DEAD":
+                        dead.setdefault(role, []).append(rank)
+            if dead or time.monotonic() >= deadline:
+                return dead
+            time.sleep(0.5)
 
     def __getitem__(self, role: str) -> ActorGroup:
         return self.groups[role]

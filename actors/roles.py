@@ -12,7 +12,7 @@ import torch
 from rlhf.experience import Experience
 from rlhf.generation import SamplingParams
 
-from .group import RoleError, RoleGroups, RoleSpec, gather, gather_all
+from .group import ActorDiedError, RoleError, RoleGroups, RoleSpec, gather, gather_all
 from .policy import PolicyWorker
 from .reference import ReferenceWorker
 from .reward import RewardWorker
@@ -21,6 +21,9 @@ from .trainable import reduce_train_stats
 from .value import ValueWorker
 from .weight_sync import METHODS as WEIGHT_SYNC_METHODS
 
+
+# seconds to wait for the cluster to declare dead the actors of a lost node (Ray's node health checks: about 15 s)
+NODE_LOSS_SETTLE_S = 60.0
 
 # roles whose actors are recreated in place when they die (weights from their path; the rollout's re-sent)
 FROZEN_ROLES = ("rollout", "reference", "reward")
@@ -130,7 +133,8 @@ class RoleSet:
             try:
                 return phase()
             except RoleError as error:
-                dead = self.groups.dead_roles()
+                # an actor reported unavailable may be on a node the cluster has not yet declared lost
+                dead = self.groups.dead_roles(NODE_LOSS_SETTLE_S if isinstance(error, ActorDiedError) else 0.0)
                 if not dead:
                     raise
                 self._record(error, dead)

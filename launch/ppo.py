@@ -97,7 +97,7 @@ class PPOTrainer:
             self.roles = RoleSet(self.cfg, self.paths, errors_log=self.run_dir / "errors.log")
             try:
                 self.roles.check_shared(self.run_dir)       # every checkpoint writer sees the run directory
-                (self.run_dir / "placement.json").write_text(json.dumps(self.roles.placement(), indent=1))
+                self.write_placement()
                 if self.resume:
                     self.restore()
                 self.log = RunLog(self.cfg, self.resume, self.step)
@@ -115,8 +115,12 @@ class PPOTrainer:
                 finally:
                     self.log.close()
             finally:
+                self.write_placement()                      # where the ranks ended, after any recovery
                 self.roles.shutdown()
         return self.run_dir
+
+    def write_placement(self) -> None:
+        (self.run_dir / "placement.json").write_text(json.dumps(self.roles.placement(), indent=1))
 
     def ppo_step(self) -> None:
         cfg, self.step = self.cfg, self.step + 1

@@ -1,7 +1,10 @@
 """Failures that must not leak: a worker that fails during start-up or during a step surfaces with its role and
 rank, and every actor and placement group the run created is gone afterwards, although the (test session's) Ray
 cluster lives on."""
+import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -77,4 +80,26 @@ def test_non_finite_updates_are_skipped_then_stop_the_run_keeping_the_last_good_
         assert f"{role}/loss" in rows[1] and f"{role}/loss" not in rows[2]
     # inside the streak nothing was saved: the checkpoints are those of the good steps, and whole
     assert [p.name for p in CheckpointManager(tmp_path / "exploding", 5).complete()] == ["step_000001", "step_000002"]
+    assert_nothing_left()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
+                    reason="hiding the run directory from the cluster needs a mount namespace (root and unshare)")
+def test_run_directory_the_trainable_nodes_cannot_see_is_refused_at_start(tmp_path, model_cache, ray_cluster):
+    """`rlhf ppo` attaches to the session's cluster from a mount namespace of its own, where its output folder is a
+    private tmpfs: the driver writes the run directory, the actors (another 'node's view of the files) do not see
+    it, and the run stops at start with one line naming the folder, the node and the rank, leaving nothing."""
+    private = tmp_path / "not_shared"
+    private.mkdir()
+    driver = [sys.executable, "-m", "launch.cli", "ppo", "--run.ray_address", ray.get_runtime_context().gcs_address,
+              "--run.output_dir", str(private), "--model.cache_dir", model_cache, "--run.name", "unseen",
+              "--logging.progress_bar", "false", "--checkpoint.export_hf", "false"]
+    done = subprocess.run(["unshare", "--mount", "--propagation", "private", "bash", "-c",
+                           'mount -t tmpfs tmpfs "$0" && exec "$@"', str(private), *driver],
+                          cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-3000:]
+    line = done.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"rlhf ppo: error: run.output_dir: {private} is not visible from node "), line
+    assert "(policy actor 0)" in line and "shared" in line
+    assert not any(private.iterdir())               # the actors' view: nothing was written there
     assert_nothing_left()
