@@ -92,7 +92,8 @@ class CritiqueLabels:
     catches_bug: bool            # CBI: a highlight quotes a changed line
     highlights: int
     hallucinated: int            # highlights quoting code that is not in the answer
-    unchanged: int               # highlights on lines the tamper did not change (nitpicks or fake problems)
+    unchanged: int               # highlights on lines the tamper did not change (nitpicks or fake problems),
+                                 # or fragments found on several lines
     length: int                  # characters
     malformed: bool              # an unclosed block or an empty quote
 
@@ -103,8 +104,16 @@ class CritiqueLabels:
 def quoted_lines(quote: str, code: str) -> list[int] | None:
     """1-based lines of `code` a quote points at (each non-blank quoted line matched, whitespace-insensitively, to
     a line of the code that holds it); None when some quoted line is in no line of the code (hallucinated)."""
+    resolved = _resolve(quote, code)
+    return None if resolved is None else resolved[0]
+
+
+def _resolve(quote: str, code: str) -> tuple[list[int], bool] | None:
+    """(the lines a quote points at, whether it singles them out), or None when it is not in the code. A quoted
+    line equal to code lines points at those (identical lines are the same code); a fragment points at every line
+    holding it, and one held by several lines (`b`, ` = `) does not single out any of them."""
     code_lines = [_squash(line) for line in code.splitlines()]
-    found = []
+    found, specific = [], True
     for line in (_squash(q) for q in quote.splitlines()):
         if not line:
             continue
@@ -112,8 +121,9 @@ def quoted_lines(quote: str, code: str) -> list[int] | None:
         inside = exact or [n for n, c in enumerate(code_lines, start=1) if line in c]
         if not inside:
             return None
+        specific = specific and (bool(exact) or len(inside) == 1)
         found += inside
-    return sorted(set(found)) or None
+    return (sorted(set(found)), specific) if found else None
 
 
 def _squash(text: str) -> str:
@@ -127,13 +137,13 @@ def label_critique(text: str, code: str, changed_lines: list[int]) -> CritiqueLa
     first, last = changed_lines
     catches, hallucinated, unchanged = False, 0, 0
     for highlight in critique.highlights:
-        lines = quoted_lines(highlight.quote, code)
-        if lines is None:
+        resolved = _resolve(highlight.quote, code)
+        if resolved is None:
             hallucinated += 1
-        elif any(first <= n <= last for n in lines):
+        elif resolved[1] and any(first <= n <= last for n in resolved[0]):
             catches = True
         else:
-            unchanged += 1
+            unchanged += 1          # on lines the tamper left alone, or a fragment that does not single one out
     return CritiqueLabels(catches, len(critique.highlights), hallucinated, unchanged, len(text),
                           critique.unclosed or critique.empty_quotes > 0)
 

@@ -58,6 +58,11 @@ def test_labels_catch_hallucinate_and_nitpick():
     labels = label_critique(wrong, CODE, CHANGED)
     assert (labels.catches_bug, labels.hallucinated, labels.unchanged) == (False, 1, 1)
     assert label_critique("```python\n\n```\n", CODE, CHANGED).malformed
+    # a fragment held by several lines (the bug's among them) does not single the bug out: no CBI for quoting `<=`
+    # ... unless only the changed line holds it
+    vague = label_critique("```python\nbalance\n```\nsomething is off", CODE, CHANGED)
+    assert (vague.catches_bug, vague.hallucinated, vague.unchanged) == (False, 0, 1)
+    assert label_critique("```python\n<= 0\n```\nshould be <", CODE, CHANGED).catches_bug
 
 
 def test_gold_critique_quotes_the_changed_lines_and_catches_the_bug():
