@@ -153,18 +153,26 @@ def _variants(operator: str, node: cst.CSTNode, locals_: list[str]) -> list[tupl
     return [(0, "")]
 
 
+def _spaced_like(new_operator: type, old: cst.CSTNode) -> cst.CSTNode:
+    """`new_operator` with the spacing of the operator it replaces: `a=x+8` becomes `a=x-8`, not `a=x - 8` (a
+    changed spacing would point at the bug)."""
+    return new_operator(**{field: getattr(old, field) for field in ("whitespace_before", "whitespace_after")
+                           if hasattr(old, field)})
+
+
 def _edit(site: Site, node: cst.CSTNode):
     """The replacement of `node` for `site` (a node, or a FlattenSentinel of statements for a dropped `if`)."""
     op, v = site.operator, site.variant
     if op == "comparison":
-        return node.with_changes(operator=_COMPARISON_SWAPS[type(node.operator)]())
+        return node.with_changes(operator=_spaced_like(_COMPARISON_SWAPS[type(node.operator)], node.operator))
     if op == "arithmetic":
         swaps = _AUGMENTED_SWAPS if isinstance(node, cst.AugAssign) else _ARITHMETIC_SWAPS
-        return node.with_changes(operator=swaps[type(node.operator)]())
+        return node.with_changes(operator=_spaced_like(swaps[type(node.operator)], node.operator))
     if op == "boolean":
         if isinstance(node, cst.UnaryOperation):
             return node.expression
-        return node.with_changes(operator=cst.Or() if isinstance(node.operator, cst.And) else cst.And())
+        return node.with_changes(operator=_spaced_like(cst.Or if isinstance(node.operator, cst.And) else cst.And,
+                                                       node.operator))
     if op == "off_by_one":
         if isinstance(node, cst.Call):
             args = list(node.args)

@@ -47,6 +47,11 @@ def test_each_operator_edits_one_place_and_keeps_the_rest_of_the_text():
     variables = [changed_line(m)[0] for m in edits("variable")]
     assert "    for i in range(1, len(limit)):" in variables and all("count_small" not in v for v in variables)
     assert all(m.source.count("\n") >= SOURCE.count("\n") - 1 for op in ("comparison", "variable") for m in edits(op))
+    # a swapped operator keeps the spacing of the one it replaces (a changed spacing would point at the bug)
+    compact = 'def f(x, y):\n    a=x+8\n    return a<y or a>=9\n'
+    swapped = {apply_site(compact, "f", s).source.splitlines()[s.line - 1] for s in find_sites(compact, "f")
+               if s.operator in ("arithmetic", "comparison", "boolean")}
+    assert swapped == {"    a=x-8", "    return a<=y or a>=9", "    return a<y or a>9", "    return a<y and a>=9"}
     with pytest.raises(MutationError, match="does not parse"):
         find_sites("def f(:\n", "f")
 
