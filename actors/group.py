@@ -150,6 +150,31 @@ def connect_groups(groups) -> None:
     gather_all(*[g.call("init_distributed", host, port) for g, [(host, port)] in zip(distributed, addresses)])
 
 
+class SharedFilesystemError(RuntimeError):
+    """The run directory is not shared by the nodes that write checkpoints, worded as one line."""
+
+
+def check_shared(run_dir, writers: list["ActorGroup"]) -> None:
+    """Every rank of `writers` sees the run directory the driver reads; otherwise a one-line error says which
+    does not and what to set."""
+    import uuid
+    from pathlib import Path
+
+    probe = Path(run_dir) / f".shared-probe-{uuid.uuid4().hex[:8]}"
+    probe.parent.mkdir(parents=True, exist_ok=True)
+    probe.write_text("written by the driver\n")
+    try:
+        for group in writers:
+            for rank, seen in enumerate(group.run("sees", str(probe))):
+                if not seen:
+                    raise SharedFilesystemError(
+                        f"run.output_dir: {Path(run_dir).parent} is not visible from node {group.node(rank)} "
+                        f"({group.role} actor {rank}), and every trainable rank writes its part of each checkpoint "
+                        "there: put run.output_dir on a filesystem all nodes share (NFS, EFS, Lustre)")
+    finally:
+        probe.unlink(missing_ok=True)
+
+
 @dataclass
 class RoleSpec:
     """One role of a run: its worker class, the arguments of its `setup`, whether it forms a torch.distributed
@@ -163,7 +188,9 @@ class RoleSpec:
 
 
 class RoleGroups:
-    def __init__(self, cfg, specs: list[RoleSpec]):
+    def __init__(self, cfg, specs: list[RoleSpec], shared_dir=None, writers: tuple = ()):
+        """With `shared_dir`, the actors of the `writers` roles (each rank writes its part of every checkpoint)
+        check they see that folder before any model is loaded (`check_shared`)."""
         self.specs = {s.role: s for s in specs}
         self.groups: dict[str, ActorGroup] = {}
         self.placements: dict = {}
@@ -174,10 +201,12 @@ class RoleGroups:
             for s in specs:
                 self.groups[s.role] = ActorGroup(s.worker_cls, s.role, resources[s.role], self.placements[s.role],
                                                  config, s.distributed)
-            connect_groups(self.groups.values())
-            gather_all(*[self.groups[s.role].call("setup", *s.setup_args) for s in specs])
             for group, nodes in zip(self.groups.values(), gather_all(*[g.call("node") for g in self.groups.values()])):
                 group.nodes = nodes
+            if shared_dir is not None:
+                check_shared(shared_dir, [self.groups[role] for role in writers if role in self.groups])
+            connect_groups(self.groups.values())
+            gather_all(*[self.groups[s.role].call("setup", *s.setup_args) for s in specs])
         except BaseException:
             self.shutdown()
             raise

@@ -33,10 +33,6 @@ class RecoveryError(RuntimeError):
     """A lost actor the run cannot recover from, worded as one line."""
 
 
-class SharedFilesystemError(RuntimeError):
-    """The run directory is not shared by the nodes that write checkpoints, worded as one line."""
-
-
 class TrainableRanksLost(RuntimeError):
     """Trainable ranks were lost and every trainable group recreated with its initial weights: the driver reloads
     the last complete checkpoint and replays the steps after it."""
@@ -64,11 +60,13 @@ def ppo_role_specs(cfg, paths: ModelPaths) -> list[RoleSpec]:
 
 
 class RoleSet:
-    def __init__(self, cfg, paths: ModelPaths, errors_log=None):
-        """`errors_log`: the file that gets the full remote traceback of every failure recovered from."""
-        self.cfg, self.paths, self.errors_log = cfg, paths, errors_log
+    def __init__(self, cfg, paths: ModelPaths, run_dir=None):
+        """`run_dir`: the trainable ranks check they see it before loading anything (they write checkpoints
+        there); its errors.log gets the full remote traceback of every failure recovered from."""
+        self.cfg, self.paths = cfg, paths
+        self.errors_log = None if run_dir is None else Path(run_dir) / "errors.log"
         self.recoveries = 0
-        self.groups = RoleGroups(cfg, ppo_role_specs(cfg, paths))
+        self.groups = RoleGroups(cfg, ppo_role_specs(cfg, paths), shared_dir=run_dir, writers=("policy", "value"))
         self.policy, self.value = self.groups["policy"], self.groups.get("value")
         self.reward, self.rollout = self.groups["reward"], self.groups["rollout"]
         # without reference actors the policy actors score the reference too, with their adapters off
@@ -193,25 +191,6 @@ class RoleSet:
     def placement(self) -> dict:
         """role -> the node of each rank ('address/node id'), as the run was placed (and recreated)."""
         return {role: list(group.nodes) for role, group in self.groups.groups.items()}
-
-    def check_shared(self, run_dir) -> None:
-        """Every node that writes checkpoints (the trainable ranks') sees the run directory the driver reads;
-        otherwise a one-line error says which does not and what to set."""
-        import uuid
-
-        probe = Path(run_dir) / f".shared-probe-{uuid.uuid4().hex[:8]}"
-        probe.parent.mkdir(parents=True, exist_ok=True)
-        probe.write_text("written by the driver\n")
-        try:
-            for name, group in self.trainable().items():
-                for rank, seen in enumerate(group.run("sees", str(probe))):
-                    if not seen:
-                        raise SharedFilesystemError(
-                            f"run.output_dir: {Path(run_dir).parent} is not visible from node {group.node(rank)} "
-                            f"({name} actor {rank}), and every trainable rank writes its part of each checkpoint "
-                            "there: put run.output_dir on a filesystem all nodes share (NFS, EFS, Lustre)")
-        finally:
-            probe.unlink(missing_ok=True)
 
     def peak_memory(self) -> dict:
         out = {}

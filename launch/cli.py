@@ -7,7 +7,8 @@ from pathlib import Path
 
 from importlib import import_module
 
-from actors.roles import RecoveryError, SharedFilesystemError
+from actors.group import SharedFilesystemError
+from actors.roles import RecoveryError
 from rlhf.config import ConfigError, load_config
 from rlhf.data.loading import DataError
 from rlhf.critic.dataset import TamperDataError

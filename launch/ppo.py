@@ -94,9 +94,9 @@ class PPOTrainer:
 
     def run(self) -> Path:
         with cleaned_up_if_never_started(self.run_dir), ray_session(self.cfg):
-            self.roles = RoleSet(self.cfg, self.paths, errors_log=self.run_dir / "errors.log")
+            # every checkpoint writer checks it sees the run directory before any model loads
+            self.roles = RoleSet(self.cfg, self.paths, run_dir=self.run_dir)
             try:
-                self.roles.check_shared(self.run_dir)       # every checkpoint writer sees the run directory
                 self.write_placement()
                 if self.resume:
                     self.restore()

@@ -1,12 +1,14 @@
 """The bundled toy code task: small generated functions whose docstring states every step, with tests computed
 from the steps (no code is run to make them). Tampering one step leaves code that contradicts its docstring and
-fails a test; the changed line is the hidden ground truth. Small enough for a tiny model to learn to critique:
+fails a test; the changed line is the hidden ground truth. Small enough for a tiny character-level model to learn
+to critique, so the code is compact (no spaces around operators: a line is a few characters to quote, and two
+characters of context tell the lines apart) and the docstring gives each step as the line writes it:
 
     def f7(x):
-        \"\"\"Add 3, then multiply by 2, then subtract 4.\"\"\"
-        a = x + 3
-        b = a * 2
-        return b - 4
+        \"\"\"Apply +3, then *2, then -4.\"\"\"
+        a=x+3
+        b=a*2
+        return b-4
 """
 from __future__ import annotations
 
@@ -16,8 +18,7 @@ from rlhf.seeding import derive_seed
 
 from .problems import CodeProblem
 
-_OPS = {"+": ("add {c}", lambda v, c: v + c), "-": ("subtract {c}", lambda v, c: v - c),
-        "*": ("multiply by {c}", lambda v, c: v * c)}
+_OPS = {"+": lambda v, c: v + c, "-": lambda v, c: v - c, "*": lambda v, c: v * c}
 _NAMES = "abcdefg"
 
 
@@ -26,15 +27,15 @@ def toy_problem(index: int, seed: int = 0, steps: int = 3) -> CodeProblem:
     rng = random.Random(derive_seed(seed, "toy_code", index))
     ops = [(rng.choice("+-*"), rng.randint(2, 9)) for _ in range(steps)]
     name = f"f{index}"
-    doc = ", then ".join(_OPS[op][0].format(c=c) for op, c in ops)
-    lines = [f"def {name}(x):", f'    """{doc[0].upper() + doc[1:]}."""']
+    doc = "Apply " + ", then ".join(f"{op}{c}" for op, c in ops)
+    lines = [f"def {name}(x):", f'    """{doc}."""']
     previous = "x"
     for step, (op, c) in enumerate(ops):
-        expression = f"{previous} {op} {c}"
+        expression = f"{previous}{op}{c}"
         if step == steps - 1:
             lines.append(f"    return {expression}")
         else:
-            lines.append(f"    {_NAMES[step]} = {expression}")
+            lines.append(f"    {_NAMES[step]}={expression}")
             previous = _NAMES[step]
     inputs = [1, 2, 5, -3]
     asserts = [f"    assert candidate({x}) == {_evaluate(ops, x)}" for x in inputs]
@@ -46,7 +47,7 @@ def toy_problem(index: int, seed: int = 0, steps: int = 3) -> CodeProblem:
 def _evaluate(ops, x: int) -> int:
     value = x
     for op, c in ops:
-        value = _OPS[op][1](value, c)
+        value = _OPS[op](value, c)
     return value
 
 
