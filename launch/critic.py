@@ -19,11 +19,12 @@ from pathlib import Path
 
 from actors.evaluator import PolicyEvaluator
 from rlhf.config import for_stage
-from rlhf.critic.data import missed_by_some, ranking_row, sft_rows, tamper_prompt, write_jsonl
+from rlhf.critic.data import fake_problem_critiques, missed_by_some, ranking_row, sft_rows, tamper_prompt, write_jsonl
 from rlhf.critic.dataset import load_tampers, save_tampers
 from rlhf.critic.problems import load_problems
 from rlhf.critic.tamper import TamperSettings, tamper_problems
 from rlhf.models import resolve_model_path
+from rlhf.seeding import derive_seed
 from rlhf.sandbox import SandboxLimits, isolation
 
 from .critic_eval import run_critic_eval
@@ -102,11 +103,14 @@ def run_critic_rm(cfg) -> Path:
             tampers = training_tampers(root)
             samples = sample_critiques(cfg, stage_cfg.rm.base, [tamper_prompt(t) for t in tampers], section.samples)
             counts, rows = Counter(tampers=len(tampers)), []
-            for tamper, sampled in zip(tampers, samples):
+            for index, (tamper, sampled) in enumerate(zip(tampers, samples)):
                 if section.adversarial and not missed_by_some(tamper, sampled):
                     counts["dropped: the critic caught the bug in every sample"] += 1
                     continue
-                row = ranking_row(tamper, sampled)
+                fakes = fake_problem_critiques(tamper, section.fake_problems,
+                                               derive_seed(cfg.run.seed, "fake_critique", index))
+                counts["fake-problem critiques"] += len(fakes)
+                row = ranking_row(tamper, sampled, fakes)
                 counts["rankings" if row else "dropped: fewer than two distinct critiques"] += 1
                 if row:
                     rows.append(row)

@@ -19,6 +19,7 @@ PURPOSES = {
     "benchmark": "the random batches of `rlhf bench --memory`",
     "tamper": "which bug-inserting edits are tried on a code problem (step = the problem's position)",
     "toy_code": "the steps of a generated toy code problem (step = the problem's index)",
+    "fake_critique": "which unchanged lines the fake-problem critiques of a tamper blame (step = its position)",
     "tamper_split": "the train / validation / test split of tampered problems (by problem)",
 }
 

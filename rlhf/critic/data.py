@@ -4,9 +4,12 @@ labels, and PPO prompts. Plain rows, written as JSONL that `rlhf sft` / `rlhf rm
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 from .critique import CritiqueLabels, gold_critique, label_critique
+from .mutations import MutationError, apply_site, find_sites
+from .tamper import changed_span, describe
 
 PROMPT = "Find the bug. Quote it in a ```python block, then explain.\n```python\n{code}```\nCritique:\n"
 
@@ -29,17 +32,42 @@ def sft_rows(tampers) -> list[dict]:
     return [{"prompt": tamper_prompt(t), "response": gold_of(t)} for t in tampers]
 
 
+def fake_problem_critiques(tamper: dict, count: int, seed: int) -> list[str]:
+    """Up to `count` critiques in the gold one's words that blame a line the tamper left alone (the paper's fake
+    problems): each presents a seeded edit of an unchanged line as the fix. In a ranking they differ from the gold
+    critique only in the line they blame, so the critique RM learns which line holds the bug, not how a gold
+    critique reads (the sampled critiques differ from it in everything)."""
+    code, (first, last) = tamper["tampered"], tamper["changed_lines"]
+    sites = [s for s in find_sites(code, tamper["entry_point"]) if not first <= s.line <= last]
+    random.Random(seed).shuffle(sites)
+    out: list[str] = []
+    for site in sites:
+        if len(out) == count:
+            break
+        try:
+            claimed_fix = apply_site(code, tamper["entry_point"], site).source
+        except MutationError:
+            continue
+        span, fix, blamed = changed_span(claimed_fix, code)
+        if span[0] <= last and first <= span[1]:
+            continue
+        text = gold_critique(code, span, describe(site.operator, span, fix, blamed, tamper["failing_test"]))
+        if text not in out:
+            out.append(text)
+    return out
+
+
 def preference_key(labels: CritiqueLabels) -> tuple:
     """Smaller is better: catches the inserted bug, then fewer hallucinated highlights, fewer highlights on
     unchanged lines, well-formed, shorter (the paper's CBI, fake problems, nitpicks and conciseness, in order)."""
     return (not labels.catches_bug, labels.hallucinated, labels.unchanged, labels.malformed, labels.length)
 
 
-def ranking_row(tamper: dict, sampled: list[str]) -> dict | None:
-    """K-wise ranking of the distinct sampled critiques and the gold one by `preference_key` (rank 1 = best, equal
-    keys share a rank); None when fewer than two distinct non-empty critiques remain or all tie."""
+def ranking_row(tamper: dict, sampled: list[str], fakes: list[str] = ()) -> dict | None:
+    """K-wise ranking of the distinct sampled critiques, the gold one and `fakes` by `preference_key` (rank 1 =
+    best, equal keys share a rank); None when fewer than two distinct non-empty critiques remain or all tie."""
     critiques = []
-    for text in [gold_of(tamper), *sampled]:
+    for text in [gold_of(tamper), *sampled, *fakes]:
         if text.strip() and text not in critiques:
             critiques.append(text)
     if len(critiques) < 2:

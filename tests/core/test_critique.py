@@ -73,3 +73,25 @@ def test_gold_critique_quotes_the_changed_lines_and_catches_the_bug():
     assert labels.catches_bug and labels.highlights == 1 and labels.hallucinated == labels.unchanged == 0
     two_lines = gold_critique(CODE, [5, 6], "d")
     assert two_lines.startswith("```python\nif balance <= 0:\n    return True\n```")
+
+
+def test_fake_problem_critiques_blame_an_unchanged_line_in_the_gold_words_and_rank_below_gold():
+    from rlhf.critic.data import fake_problem_critiques, gold_of, ranking_row
+
+    tamper = {"tampered": 'def f1(x):\n    """Apply +8, then +3, then -8."""\n    a=x+8\n    b=a+3\n    return b-9\n',
+              "entry_point": "f1", "changed_lines": [5, 5], "failing_test": "assert candidate(1) == 4",
+              "description": "Line 5: `return b-9` uses the wrong constant; it should be `return b-8`. As written, "
+                             "this test fails: `assert candidate(1) == 4`"}
+    fakes = fake_problem_critiques(tamper, 3, seed=0)
+    assert len(fakes) == 3 and len(set(fakes)) == 3 and fakes == fake_problem_critiques(tamper, 3, seed=0)
+    for fake in fakes:
+        labels = label_critique(fake, tamper["tampered"], tamper["changed_lines"])
+        assert (labels.catches_bug, labels.hallucinated, labels.unchanged) == (False, 0, 1)
+        quote = parse_critique(fake).highlights[0].quote
+        assert quote in ("a=x+8", "b=a+3")                          # an exact copy of a line the tamper left alone
+        assert parse_critique(fake).highlights[0].comment.startswith(f"Line {3 if quote == 'a=x+8' else 4}: `{quote}`")
+        assert fake.endswith("As written, this test fails: `assert candidate(1) == 4`")
+    assert fake_problem_critiques(tamper, 0, seed=0) == []
+    row = ranking_row(tamper, ["```python\nreturn b-7\n```\nwrong"], fakes[:1])
+    assert row["responses"][0] == gold_of(tamper) and row["ranks"][0] == 1
+    assert row["ranks"][2] < row["ranks"][1]                  # a real line blamed ranks above a hallucinated quote

@@ -43,7 +43,7 @@ def test_critic_chain_tamper_sft_rm_ppo(ray_cluster, tmp_path, model_cache):
     assert (run_critic_rm(cfg) / "config.json").exists()
     rankings = [json.loads(line) for line in (root / "data" / "rm.jsonl").read_text().splitlines()]
     by_prompt = {row["prompt"]: row for row in rankings}
-    assert rankings and all(len(r["responses"]) == len(r["ranks"]) <= 3 for r in rankings)
+    assert rankings and all(len(r["responses"]) == len(r["ranks"]) <= 4 for r in rankings)   # 2 sampled, gold, 1 fake
     for tamper in tampers["train"]:
         row = by_prompt.get(f"Find the bug. Quote it in a ```python block, then explain.\n```python\n"
                             f"{tamper['tampered']}```\nCritique:\n")
