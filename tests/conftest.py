@@ -95,3 +95,14 @@ def small_config(tmp_path, model_cache, name="run", **sections):
             node = node.setdefault(key, {})
         node[keys[-1]] = value
     return build_config(tree, "test")
+
+
+def wait_for_logged_step(metrics_path, step: int, timeout_s: float = 300.0) -> None:
+    """Block until the run's metrics.jsonl has `step` rows (for a test thread that acts mid-run)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if metrics_path.exists() and len(metrics_path.read_text().splitlines()) >= step:
+            return
+        time.sleep(0.05)

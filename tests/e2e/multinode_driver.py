@@ -6,7 +6,6 @@ left. Prints the run directory, the id of the node removed and where the ranks w
 import json
 import sys
 import threading
-import time
 from pathlib import Path
 
 import ray
@@ -14,18 +13,14 @@ from ray._private.state import actors as actor_table
 from ray.cluster_utils import Cluster
 
 from launch.ppo import run_ppo
-from tests.conftest import layout_config
+from tests.conftest import layout_config, wait_for_logged_step
 
 
 def remove_node_when(cluster: Cluster, metrics: Path, after_step: int, removed: list) -> threading.Thread:
     """A thread that, once `after_step` is logged, removes a worker node that runs a policy rank."""
 
     def remove():
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            if metrics.exists() and len(metrics.read_text().splitlines()) >= after_step:
-                break
-            time.sleep(0.05)
+        wait_for_logged_step(metrics, after_step)
         policy = sorted((a for a in actor_table().values()
                          if a["ActorClassName"] == "PolicyWorker" and a["State"] == "ALIVE"), key=lambda a: a["Pid"])
         nodes = {a["Address"]["NodeID"] for a in policy}

@@ -6,14 +6,13 @@ run; both losses are in errors.log."""
 import os
 import signal
 import threading
-import time
 
 import pytest
 from ray._private.state import actors as actor_table
 
 from launch.ppo import run_ppo
 from launch.runlog import read_metrics
-from tests.conftest import layout_config
+from tests.conftest import layout_config, wait_for_logged_step
 from tests.e2e.test_equivalence import COMPARED
 
 pytestmark = pytest.mark.slow
@@ -23,11 +22,7 @@ def kill_when(metrics_path, after_step: int, class_name: str, rank: int = 0) -> 
     """A thread that, once `after_step` is logged, SIGKILLs the `class_name` actor of that rank of the run."""
 
     def kill():
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            if metrics_path.exists() and len(metrics_path.read_text().splitlines()) >= after_step:
-                break
-            time.sleep(0.05)
+        wait_for_logged_step(metrics_path, after_step)
         alive = [a for a in actor_table().values() if a["ActorClassName"] == class_name and a["State"] == "ALIVE"]
         assert alive, f"no live {class_name}"
         os.kill(sorted(a["Pid"] for a in alive)[rank], signal.SIGKILL)
