@@ -6,7 +6,9 @@ group it created is removed, also when the Ray cluster outlives the run."""
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -157,9 +159,6 @@ class SharedFilesystemError(RuntimeError):
 def check_shared(run_dir, writers: list["ActorGroup"]) -> None:
     """Every rank of `writers` sees the run directory the driver reads; otherwise a one-line error says which
     does not and what to set."""
-    import uuid
-    from pathlib import Path
-
     probe = Path(run_dir) / f".shared-probe-{uuid.uuid4().hex[:8]}"
     probe.parent.mkdir(parents=True, exist_ok=True)
     probe.write_text("written by the driver\n")

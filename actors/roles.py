@@ -25,6 +25,9 @@ from .weight_sync import METHODS as WEIGHT_SYNC_METHODS
 # seconds to wait for the cluster to declare dead the actors of a lost node (Ray's node health checks: about 15 s)
 NODE_LOSS_SETTLE_S = 60.0
 
+# roles that train (every rank writes its part of each checkpoint)
+TRAINABLE_ROLES = ("policy", "value")
+
 # roles whose actors are recreated in place when they die (weights from their path; the rollout's re-sent)
 FROZEN_ROLES = ("rollout", "reference", "reward")
 
@@ -66,7 +69,7 @@ class RoleSet:
         self.cfg, self.paths = cfg, paths
         self.errors_log = None if run_dir is None else Path(run_dir) / "errors.log"
         self.recoveries = 0
-        self.groups = RoleGroups(cfg, ppo_role_specs(cfg, paths), shared_dir=run_dir, writers=("policy", "value"))
+        self.groups = RoleGroups(cfg, ppo_role_specs(cfg, paths), shared_dir=run_dir, writers=TRAINABLE_ROLES)
         self.policy, self.value = self.groups["policy"], self.groups.get("value")
         self.reward, self.rollout = self.groups["reward"], self.groups["rollout"]
         # without reference actors the policy actors score the reference too, with their adapters off
@@ -175,7 +178,7 @@ class RoleSet:
     # ---- checkpoints and export --------------------------------------------------------------------------------
 
     def trainable(self) -> dict:
-        return {name: group for name, group in (("policy", self.policy), ("value", self.value)) if group is not None}
+        return {role: self.groups[role] for role in TRAINABLE_ROLES if self.groups.get(role) is not None}
 
     def save(self, folder) -> None:
         gather_all(*[group.call("save_checkpoint", f"{folder}/{name}") for name, group in self.trainable().items()])

@@ -4,6 +4,7 @@ cache: RLHF_TEST_CACHE, HF_HOME and the model cache point there for this process
 Tests that start Ray (directly or through a driver) are marked `ray` automatically."""
 import os
 import tempfile
+import time
 
 import pytest
 
@@ -99,8 +100,6 @@ def small_config(tmp_path, model_cache, name="run", **sections):
 
 def wait_for_logged_step(metrics_path, step: int, timeout_s: float = 300.0) -> None:
     """Block until the run's metrics.jsonl has `step` rows (for a test thread that acts mid-run)."""
-    import time
-
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if metrics_path.exists() and len(metrics_path.read_text().splitlines()) >= step:

@@ -41,7 +41,7 @@ class TamperConfig(Section):
 class CriticRMConfig(Section):
     samples: int = Field(3, ge=1)
     """Critiques sampled from the SFT critic per tampered answer; with the gold one they are ranked by their
-    automatic labels (K = samples + 1)."""
+    automatic labels (K = samples + 1 + fake_problems)."""
     fake_problems: int = Field(1, ge=0)
     """Critiques per tampered answer in the gold one's words that blame a line the tamper left alone (fake
     problems), added to its ranking below the gold one: they teach the RM which line holds the bug."""

@@ -63,7 +63,7 @@ def preference_key(labels: CritiqueLabels) -> tuple:
     return (not labels.catches_bug, labels.hallucinated, labels.unchanged, labels.malformed, labels.length)
 
 
-def ranking_row(tamper: dict, sampled: list[str], fakes: list[str] = ()) -> dict | None:
+def ranking_row(tamper: dict, sampled: list[str], fakes: tuple[str, ...] | list[str] = ()) -> dict | None:
     """K-wise ranking of the distinct sampled critiques, the gold one and `fakes` by `preference_key` (rank 1 =
     best, equal keys share a rank); None when fewer than two distinct non-empty critiques remain or all tie."""
     critiques = []
