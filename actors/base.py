@@ -4,16 +4,14 @@ from __future__ import annotations
 import datetime
 import functools
 import importlib
-import inspect
 import os
 import socket
 
 import torch
 
-from rlhf.algo.logprobs import response_slice, token_logprobs_and_entropy
+from rlhf import forward
 from rlhf.config import Config
-from rlhf.lora import plain_model
-from rlhf.models import torch_dtype
+from rlhf.models import apply_cpu_matmul, torch_dtype
 from rlhf.seeding import derive_seed
 from rlhf.sharding import chunks, shard
 
@@ -38,8 +36,7 @@ class RoleWorker:
         self.device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
-        elif self.cfg.precision.cpu_matmul == "bf16":
-            torch.backends.mkldnn.matmul.fp32_precision = "bf16"
+        apply_cpu_matmul(self.cfg.precision.cpu_matmul, self.device)
         self.dtype = torch_dtype(self.cfg.precision.dtype, self.device)
         self.dtype_name = "bf16" if self.dtype == torch.bfloat16 else "fp32"
 
@@ -91,26 +88,18 @@ class RoleWorker:
 
     def model_outputs(self, exp, **kwargs):
         """The role's model (`self.runner`: a DeepSpeed engine or a plain module) on a batch's sequences."""
-        return self.runner(input_ids=exp.sequences.to(self.device), attention_mask=exp.attention_mask.to(self.device),
-                           position_ids=exp.position_ids.to(self.device), **kwargs)
+        return forward.model_outputs(self.runner, exp, self.device, **kwargs)
 
     def response_token_stats(self, exp, with_entropy: bool = False):
-        """(log-probs of the sampled response tokens, their entropy or zeros), each (B, R), at the rollout
-        temperature. The model computes logits for the response positions only (`logits_to_keep`, where the model
-        takes it) and the fp32 log-softmax runs `model.logprobs_chunk` positions at a time."""
-        R = exp.response_length
-        if self.keeps_logits:
-            logits = self.model_outputs(exp, logits_to_keep=R + 1).logits[:, :-1]
-        else:
-            logits = response_slice(self.model_outputs(exp).logits, exp.prompt_length, R)
-        return token_logprobs_and_entropy(logits, exp.responses.to(self.device), self.cfg.rollout.temperature,
-                                          self.cfg.model.logprobs_chunk, with_entropy)
+        """(log-probs of the sampled response tokens, their entropy or zeros) of the role's model at the rollout
+        temperature (`rlhf.forward.response_token_stats`)."""
+        return forward.response_token_stats(self.runner, exp, self.device, self.cfg.rollout.temperature,
+                                            self.cfg.model.logprobs_chunk, with_entropy, self.keeps_logits)
 
     @functools.cached_property
     def keeps_logits(self) -> bool:
         """Whether the model's forward takes `logits_to_keep` (asked once, after `setup` set `self.runner`)."""
-        module = plain_model(getattr(self.runner, "module", self.runner))
-        return "logits_to_keep" in inspect.signature(module.forward).parameters
+        return forward.keeps_logits(self.runner)
 
     def peak_memory_mb(self) -> dict:
         """Peak memory of this actor so far (`actors/memory.py`); with the resident memory it had just before its

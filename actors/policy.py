@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from rlhf.algo.losses import entropy_loss, kl_loss, lm_loss, policy_loss
+from rlhf.algo.losses import lm_loss
 from rlhf.experience import Experience
+from rlhf.forward import policy_objective
 from rlhf.lora import adapters_off
 from rlhf.models import load_causal_lm
 from rlhf.sharding import shard_slice
@@ -33,19 +34,8 @@ class PolicyWorker(TrainableWorker):
         ppo = self.cfg.ppo
 
         def micro_loss(micro: Experience, global_tokens: float, update: int, micro_index: int):
-            mask = micro.response_mask.to(self.device)
             logprobs, entropies = self.response_token_stats(micro, with_entropy=True)
-            loss, stats = policy_loss(logprobs, micro.old_logprobs.to(self.device), micro.advantages.to(self.device),
-                                      mask, ppo.clip_eps, global_tokens)
-            stats["policy/pg_loss"] = loss.detach()
-            entropy = entropy_loss(entropies, mask, global_tokens)
-            stats["policy/entropy"] = entropy.detach()
-            if ppo.ent_coef > 0:
-                loss = loss - ppo.ent_coef * entropy
-            if ppo.kl_mode == "loss":
-                kl = kl_loss(logprobs, micro.reference_logprobs.to(self.device), mask, ppo.kl_estimator, global_tokens)
-                stats["policy/kl_loss"] = kl.detach()
-                loss = loss + kl_coef * kl
+            loss, stats = policy_objective(logprobs, entropies, micro, ppo, kl_coef, global_tokens, self.device)
             if ptx is not None and micro_index == 0:
                 loss = loss + ppo.ptx_coef * self._ptx_loss(ptx, update, stats)
             stats["policy/loss"] = loss.detach()

@@ -5,6 +5,7 @@ import torch
 
 from rlhf.algo.rewards import last_token_values
 from rlhf.experience import Experience
+from rlhf.forward import sequence_scores
 from rlhf.models import load_reward_normalization, load_scalar_model, load_tokenizer, resolve_model_path
 from rlhf.reward_function import call_reward_function, load_reward_function
 from rlhf.sharding import shard
@@ -40,11 +41,11 @@ class RewardWorker(FrozenWorker):
 
     def _model_scores(self, micro: Experience) -> torch.Tensor:
         if self.same_vocab:
-            ids, mask = micro.sequences, micro.attention_mask
-        else:  # a reward model with its own tokenizer reads the text
-            prompts, responses = self.texts(micro)
-            batch = self.tokenizer([p + r for p, r in zip(prompts, responses)], return_tensors="pt", padding=True)
-            ids, mask = batch["input_ids"], batch["attention_mask"]
+            return (sequence_scores(self.runner, micro, self.device) - self.shift) / self.scale
+        # a reward model with its own tokenizer reads the text
+        prompts, responses = self.texts(micro)
+        batch = self.tokenizer([p + r for p, r in zip(prompts, responses)], return_tensors="pt", padding=True)
+        ids, mask = batch["input_ids"], batch["attention_mask"]
         position_ids = (mask.cumsum(dim=1) - 1).clamp(min=0)
         out = self.runner(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
                          position_ids=position_ids.to(self.device)).logits[..., 0]

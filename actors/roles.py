@@ -12,7 +12,7 @@ import torch
 from rlhf.experience import Experience
 from rlhf.generation import SamplingParams
 
-from .group import ActorDiedError, RoleError, RoleGroups, RoleSpec, gather, gather_all
+from .group import ActorDiedError, Calls, RoleError, RoleGroups, RoleSpec, gather, gather_all
 from .policy import PolicyWorker
 from .reference import ReferenceWorker
 from .reward import RewardWorker
@@ -39,6 +39,13 @@ class RecoveryError(RuntimeError):
 class TrainableRanksLost(RuntimeError):
     """Trainable ranks were lost and every trainable group recreated with its initial weights: the driver reloads
     the last complete checkpoint and replays the steps after it."""
+
+
+@dataclass
+class PendingGeneration:
+    """A generation started on the rollout actors: its arguments (to run it again after a recovery) and calls."""
+    args: tuple
+    calls: Calls | None
 
 
 @dataclass
@@ -82,11 +89,21 @@ class RoleSet:
 
     # ---- one PPO step ----------------------------------------------------------------------------------------
 
-    def generate(self, prompt_ids, prompt_mask, prompt_index, params: SamplingParams, step: int) -> Experience:
-        """Each rollout actor samples its share of the prompts (seeded by step and rank)."""
-        parts = self.recovering(lambda: gather(self.rollout.call("generate", prompt_ids, prompt_mask, prompt_index,
-                                                                 params, "sampling", step)))
-        return Experience.concat(parts)
+    def start_generate(self, prompt_ids, prompt_mask, prompt_index, params: SamplingParams,
+                       step: int) -> PendingGeneration:
+        """Each rollout actor starts sampling its share of the prompts (seeded by step and rank); returns at once.
+        Calls on an actor run in order: a weight sync sent after this reaches the rollout actors after it."""
+        args = (prompt_ids, prompt_mask, prompt_index, params, "sampling", step)
+        return PendingGeneration(args, self.rollout.call("generate", *args))
+
+    def finish_generate(self, pending: PendingGeneration) -> Experience:
+        """The samples of a started generation; if rollout actors were lost and recreated, it runs again on them
+        (same seeds, the current policy weights)."""
+        def phase():
+            calls, pending.calls = pending.calls or self.rollout.call("generate", *pending.args), None
+            return gather(calls)
+
+        return Experience.concat(self.recovering(phase))
 
     def score(self, exp: Experience) -> Experience:
         """Old log-probs (policy), reference log-probs, rewards and values, all roles at once on one shared object."""

@@ -1,65 +1,168 @@
-"""`rlhf bench`: a fixed PPO workload run for a few steps, reporting samples/s, tokens/s, the median time of each
-phase, weight-sync time, peak memory per actor, and the matmul peak of this machine measured in the same run.
+"""`rlhf bench`: named PPO workloads run for a few steps on the actors, reporting samples/s, tokens/s, the median
+time of each phase and its share of the machine's matmul peak (measured in the same run), weight-sync time and
+peak memory per actor. With `--floor` each workload also runs in this one process with plain PyTorch and
+transformers (`rlhf/floor.py`: the same work, no Ray, no DeepSpeed) and the report ends with one line
+`ratio distributed/floor: X` per workload (samples/s of the distributed run over the floor's).
 The other benchmarks: `bench_weight_sync.py` (`--weight-sync`) and `bench_memory.py` (`--memory`)."""
 from __future__ import annotations
 
+import os
 import statistics
 import tempfile
-import time
 
 import torch
 
-from .ppo import PPOTrainer
+from rlhf.config import model_sources
+from rlhf.flops import matmul_params, matmul_peak_gflops, phase_flops, throughput
+from rlhf.memory_plan import meta_model
+from rlhf.models import apply_cpu_matmul, load_tokenizer, torch_dtype
+
+from .ppo import PPOTrainer, load_prompts, role_paths
 from .runlog import read_metrics
 
-# The fixed workload (any of it can still be overridden on the command line): a 4-layer, 256-wide Llama,
-# 32 prompts x 4 samples x 32 new tokens, 2 PPO minibatches, every role on its own actor.
-WORKLOAD = {
-    "model": {"tiny": {"num_layers": 4, "hidden_size": 256, "num_heads": 4}},
-    "rollout": {"prompts_per_step": 32, "n_samples_per_prompt": 4, "max_new_tokens": 32},
-    "ppo": {"num_minibatches": 2},
-    "deepspeed": {"policy": {"micro_batch_size": 16}, "value": {"micro_batch_size": 16}},
-    "checkpoint": {"export_hf": False},
-    "logging": {"wandb_mode": "disabled", "progress_bar": False},
+_NO_FILES = {"checkpoint": {"export_hf": False}, "logging": {"wandb_mode": "disabled", "progress_bar": False}}
+
+# Each workload: its variants, each a config tree merged over the base config (the command line still wins).
+WORKLOADS: dict[str, dict[str, dict]] = {
+    # today's bench: a 4-layer, 256-wide Llama, 32 prompts x 4 samples x 32 new tokens, PPO with 2 minibatches
+    "default": {"default": {
+        "model": {"tiny": {"num_layers": 4, "hidden_size": 256, "num_heads": 4}},
+        "rollout": {"prompts_per_step": 32, "n_samples_per_prompt": 4, "max_new_tokens": 32},
+        "ppo": {"num_minibatches": 2},
+        "deepspeed": {"policy": {"micro_batch_size": 16}, "value": {"micro_batch_size": 16}},
+    }},
+    # the tiny 2-layer Llama where the system's own costs show most: GRPO 16 x 4 and PPO (value, GAE) 64 x 1,
+    # 32 new tokens, one update per step
+    "overhead": {
+        "grpo": {"model": {"tiny": {"num_layers": 2, "hidden_size": 64, "num_heads": 4}},
+                 "rollout": {"prompts_per_step": 16, "n_samples_per_prompt": 4, "max_new_tokens": 32},
+                 "ppo": {"advantage_estimator": "grpo", "num_minibatches": 1},
+                 "deepspeed": {"policy": {"micro_batch_size": 64}}},
+        "ppo": {"model": {"tiny": {"num_layers": 2, "hidden_size": 64, "num_heads": 4}},
+                "rollout": {"prompts_per_step": 64, "n_samples_per_prompt": 1, "max_new_tokens": 32},
+                "ppo": {"advantage_estimator": "gae", "num_minibatches": 1},
+                "deepspeed": {"policy": {"micro_batch_size": 64}, "value": {"micro_batch_size": 64}}},
+    },
+    # the real model (`rlhf models prepare smollm2` first): 8 prompts x 4 samples x 128 new tokens
+    "smollm2": {"smollm2": {
+        "model": {"policy": "~/.cache/rlhf/smollm2-135m-instruct"},
+        "data": {"apply_chat_template": True, "max_prompt_length": 64},
+        "rollout": {"prompts_per_step": 8, "n_samples_per_prompt": 4, "max_new_tokens": 128},
+        "ppo": {"num_minibatches": 2},
+        "precision": {"cpu_matmul": "bf16"},
+        "deepspeed": {"policy": {"micro_batch_size": 8}, "value": {"micro_batch_size": 8},
+                      "frozen_micro_batch_size": 8},
+    }},
 }
 
 
-def matmul_peak_gflops(size: int = 1024, repeats: int = 5) -> float:
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best / 1e9
+def bench_config(cfg, workload: dict, steps: int, explicit_overrides: list[str] | None):
+    from rlhf.config import build_config, merge_trees, parse_overrides
 
-
-def bench_config(cfg, steps: int, explicit_overrides: list[str] | None):
-    from rlhf.config import merge_trees, build_config, parse_overrides
-
-    tree = merge_trees(cfg.model_dump(mode="json"), WORKLOAD)
+    tree = merge_trees(merge_trees(cfg.model_dump(mode="json"), workload), _NO_FILES)
     tree = merge_trees(tree, parse_overrides(explicit_overrides or []))
     tree["run"].update(num_steps=steps + 1, output_dir=tempfile.mkdtemp(prefix="rlhf-bench-"), name="bench")
     tree["checkpoint"].update(every=0, save_at_end=False)   # a benchmark measures steps, not checkpoint I/O
     return build_config(tree, "bench")
 
 
-def run_bench(cfg, steps: int = 4, explicit_overrides: list[str] | None = None) -> dict:
-    cfg = bench_config(cfg, steps, explicit_overrides)
+def medians(rows: list[dict]) -> dict:
+    keys = [k for k in rows[0] if k.startswith(("time/", "throughput/"))]
+    return {key: statistics.median(row[key] for row in rows if key in row) for key in keys}
+
+
+def run_distributed(cfg) -> tuple[list[dict], dict]:
+    """The workload on the actors: the metrics of every step, and peak memory per actor."""
     trainer = PPOTrainer(cfg)
     trainer.run()
-    rows = read_metrics(trainer.run_dir)[1:]           # the first step is warm-up
-    median = lambda key: statistics.median(row[key] for row in rows)
-    report = {key: median(key) for key in rows[0] if key.startswith(("time/", "throughput/"))}
-    torch.set_num_threads(max(1, int(cfg.actors.policy.num_cpus)))
-    report["machine/matmul_fp32_gflops"] = matmul_peak_gflops()
-    print(f"rlhf bench: {steps} measured steps (after 1 warm-up), medians; batch {cfg.rollout_batch_size} samples "
-          f"x {cfg.rollout.max_new_tokens} new tokens, policy {cfg.model.policy} {cfg.model.tiny.num_layers}x"
-          f"{cfg.model.tiny.hidden_size}, dtype {cfg.precision.dtype}, cpu_matmul {cfg.precision.cpu_matmul}")
-    for key, value in report.items():
-        print(f"  {key:40s} {value:10.3f}")
+    return read_metrics(trainer.run_dir), trainer.peak_memory
+
+
+def run_floor(cfg, threads: int) -> list[dict]:
+    """The same steps in this process (`rlhf/floor.py`) with `threads` torch threads: the metrics of every step."""
+    from rlhf.floor import FloorPPO
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        paths = role_paths(cfg)
+        floor = FloorPPO(cfg, paths, load_prompts(cfg, load_tokenizer(paths["policy"])).ids)
+        rows = []
+        for step in range(1, cfg.run.num_steps + 1):
+            exp, stats = floor.step(step)
+            rows.append({"step": step, **stats, **throughput(exp, stats)})
+        return rows
+    finally:
+        torch.set_num_threads(previous)
+
+
+def role_params(cfg) -> dict:
+    """role -> `matmul_params` of its model (the rollout's is the policy's; a reward function has none)."""
+    return {role: matmul_params(meta_model(source.name, source.scalar_head, cfg.model.tiny, source.key))
+            for role, source in model_sources(cfg, "ppo").items() if role != "rollout"}
+
+
+def reserved_cpus(cfg) -> int:
+    """CPUs the run's actors reserve in all (the floor gets as many threads, at most the machine's)."""
+    roles = ["policy", "reference", "reward", "rollout"] + (["value"] if cfg.uses_critic else [])
+    total = sum(getattr(cfg.actors, r).num_actors * max(1, int(getattr(cfg.actors, r).num_cpus)) for r in roles)
+    return max(1, min(total, os.cpu_count() or 1))
+
+
+def peak_shares(report: dict, params: dict, epochs: int, peak_gflops: float) -> dict:
+    """Each phase's achieved FLOP/s as a share of the matmul peak (real tokens only)."""
+    tokens = report["throughput/tokens_per_s"] * report["time/step"]
+    flops = phase_flops(tokens, params, epochs)
+    return {f"peak_share/{phase}": flops[phase] / report[f"time/{phase}"] / (peak_gflops * 1e9)
+            for phase in flops if report.get(f"time/{phase}")}
+
+
+def run_bench(cfg, steps: int = 4, explicit_overrides: list[str] | None = None, workload: str = "default",
+              floor: bool = False) -> dict:
+    """Every variant of `workload`, printed; returns variant -> {'distributed': (report, rows), 'floor': (report,
+    rows) with `floor`}: a report holds the medians of the steps after the first (warm-up), rows every step."""
+    results, ratios = {}, []
+    for variant, tree in WORKLOADS[workload].items():
+        name = workload if variant == workload else f"{workload}/{variant}"
+        vcfg = bench_config(cfg, tree, steps, explicit_overrides)
+        rows, memory = run_distributed(vcfg)
+        threads = reserved_cpus(vcfg)
+        runs = {"distributed": rows}
+        if floor:
+            runs["floor"] = run_floor(vcfg, threads)
+        reports = {side: medians(rows[1:]) for side, rows in runs.items()}
+        device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+        apply_cpu_matmul(vcfg.precision.cpu_matmul, device)
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        peak = matmul_peak_gflops(device, torch_dtype(vcfg.precision.dtype, device))
+        torch.set_num_threads(previous)
+        params = role_params(vcfg)
+        for report in reports.values():
+            report.update(peak_shares(report, params, vcfg.ppo.ppo_epochs, peak))
+        print_report(name, vcfg, steps, reports, memory, peak, threads)
+        if floor:
+            ratios.append((name, reports["distributed"]["throughput/samples_per_s"]
+                           / reports["floor"]["throughput/samples_per_s"]))
+        results[variant] = {side: (reports[side], runs[side]) for side in runs}
+    for name, ratio in ratios:
+        print(f"ratio distributed/floor: {ratio:.2f} ({name})")
+    return results
+
+
+def print_report(name, cfg, steps, reports, memory, peak, threads) -> None:
+    tiny = f" {cfg.model.tiny.num_layers}x{cfg.model.tiny.hidden_size}" if cfg.model.policy == "tiny" else ""
+    print(f"rlhf bench {name}: {steps} measured steps (after 1 warm-up), medians; {cfg.rollout_batch_size} samples "
+          f"({cfg.rollout.prompts_per_step} prompts x {cfg.rollout.n_samples_per_prompt}) x "
+          f"{cfg.rollout.max_new_tokens} new tokens, {cfg.ppo.advantage_estimator}, policy {cfg.model.policy}{tiny}, "
+          f"dtype {cfg.precision.dtype}, cpu_matmul {cfg.precision.cpu_matmul}")
+    columns = list(reports)
+    keys = sorted({k for r in reports.values() for k in r}, key=lambda k: (k.split("/")[0], k))
+    print(f"  {'':40s}" + "".join(f"{c:>14s}" for c in columns))
+    for key in keys:
+        cells = [reports[c].get(key) for c in columns]
+        print(f"  {key:40s}" + "".join(f"{v:14.3f}" if v is not None else f"{'-':>14s}" for v in cells))
+    print(f"  matmul peak {peak:.0f} GFLOP/s with {threads} thread(s) (the floor's threads)")
     print("  peak memory per actor (MB):")
-    for actor, stats in trainer.peak_memory.items():
+    for actor, stats in memory.items():
         print(f"    {actor:16s} " + "  ".join(f"{k} {v:8.0f}" for k, v in stats.items()))
-    return report

@@ -71,6 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Benchmark a few PPO steps. " + OVERRIDES_HELP, epilog=OVERRIDES_HELP)
     _add_common(bench)
     bench.add_argument("--steps", type=int, default=4, help="measured steps (after one warm-up step)")
+    bench.add_argument("--workload", choices=["default", "overhead", "smollm2"], default="default",
+                       help="default: 4x256 tiny Llama, 32x4 samples x 32 tokens; overhead: 2x64 tiny Llama, GRPO "
+                            "16x4 and PPO 64x1 x 32 tokens; smollm2: SmolLM2-135M, 8x4 samples x 128 tokens")
+    bench.add_argument("--async-curve", action="store_true",
+                       help="run the PPO config twice, synchronous and rollout.async, and plot the reward of both "
+                            "per step in one PNG (under run.output_dir/bench-async/)")
+    bench.add_argument("--floor", action="store_true",
+                       help="also run the same work in one process with plain PyTorch (no Ray, no DeepSpeed) and "
+                            "print the ratio distributed/floor")
     bench.add_argument("--weight-sync", action="store_true",
                        help="only time the policy -> rollout weight sync, both ways (--steps syncs each)")
     bench.add_argument("--memory", action="store_true",
@@ -180,6 +189,10 @@ def main(argv: list[str] | None = None) -> int:
                 from .bench_weight_sync import run_weight_sync_bench
 
                 run_weight_sync_bench(cfg, args.steps)
+            elif args.async_curve:
+                from .bench_async import run_async_curve
+
+                run_async_curve(cfg)
             elif args.memory:
                 from .bench_memory import run_memory_bench
 
@@ -187,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 from .bench import run_bench
 
-                run_bench(cfg, args.steps, explicit_overrides=extra)
+                run_bench(cfg, args.steps, explicit_overrides=extra, workload=args.workload, floor=args.floor)
         return 0
     except USER_ERRORS as error:
         print(f"rlhf {args.command}: error: {error}", file=sys.stderr)

@@ -10,7 +10,7 @@ from rlhf.config import Config
 def reference_lines(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
     lines = []
     for name, field in model.model_fields.items():
-        key = f"{prefix}{name}"
+        key = f"{prefix}{field.alias or name}"
         annotation = field.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             lines += reference_lines(annotation, key + ".")

@@ -1,7 +1,7 @@
 """The PPO driver. One step, as InstructGPT and "The N implementation details of RLHF with PPO" describe it:
 
   1. sample a batch of prompts
-  2. generate responses on the rollout actors
+  2. generate responses on the rollout actors (`rollout.async`: started during the previous step, one step stale)
   3. score the same experience concurrently: old log-probs (policy), reference log-probs, rewards, values
   4. advantages in the core: KL penalty, token rewards, GAE or a critic-free estimator
   5. train the value and policy models concurrently (PPO epochs x minibatches, PPO-ptx mixed in)
@@ -20,12 +20,13 @@ from pathlib import Path
 import torch
 
 from actors.roles import ModelPaths, RoleSet, TrainableRanksLost
-from rlhf.algo.kl import AdaptiveKLController, FixedKLController
+from rlhf.algo.kl import kl_controller
 from rlhf.algo.masked import RunningMoments
 from rlhf.algo.ppo import compute_advantages, minibatch_plan
 from rlhf.checkpoint import CheckpointManager
 from rlhf.config import for_stage, model_sources
 from rlhf.data.pretrain import PretrainTexts
+from rlhf.flops import throughput
 from rlhf.data.prompts import PromptStream, left_pad, load_prompt_texts, tokenize_prompts
 from rlhf.generation import SamplingParams
 from rlhf.memory_plan import check_stage_fits
@@ -45,10 +46,14 @@ class Prompts:
     stream: PromptStream
 
 
+def role_paths(cfg) -> dict[str, str]:
+    """role -> model path of the run (`model_sources`), each checked (exists, holds a model) and named by its key."""
+    return {role: resolve_model_path(source.name, cfg.model.cache_dir, cfg.model.tiny, source.key)
+            for role, source in model_sources(cfg, "ppo").items()}
+
+
 def resolve_paths(cfg) -> ModelPaths:
-    """Every model path of the run (`model_sources`), each checked (exists, holds a model) and named by its key."""
-    paths = {role: resolve_model_path(source.name, cfg.model.cache_dir, cfg.model.tiny, source.key)
-             for role, source in model_sources(cfg, "ppo").items()}
+    paths = role_paths(cfg)
     policy, reference, value = paths["policy"], paths.get("reference"), paths.get("value")
     return ModelPaths(policy=policy, reference=reference, value=value, tokenizer=policy)
 
@@ -58,12 +63,6 @@ def load_prompts(cfg, tokenizer) -> Prompts:
     formatted, ids = tokenize_prompts(texts, tokenizer, cfg.data.max_prompt_length, source,
                                       cfg.data.apply_chat_template)
     return Prompts(formatted, ids, PromptStream(len(ids), cfg.run.seed, "prompt_order"))
-
-
-def make_kl_controller(ppo):
-    if ppo.adaptive_kl:
-        return AdaptiveKLController(ppo.kl_coef, ppo.kl_target, ppo.kl_horizon)
-    return FixedKLController(ppo.kl_coef)
 
 
 class PPOTrainer:
@@ -81,13 +80,14 @@ class PPOTrainer:
         if cfg.reward.function:
             sample = self.prompts.texts[:4]    # any text is a possible response: the prompts stand in for them
             probe_reward_function(cfg.reward.function, sample, sample)
-        self.kl_controller = make_kl_controller(cfg.ppo)
+        self.kl_controller = kl_controller(cfg.ppo)
         self.normalizer = RunningMoments()
         self.guard = BadStepGuard(cfg.run.max_bad_steps)
         self.checkpoints = CheckpointManager(cfg.run_dir, cfg.checkpoint.keep_last)
         self.run_dir = prepare_run_dir(cfg, resume, lambda: self.checkpoints.latest() is not None)
         self.sampling = SamplingParams.from_rollout(cfg.rollout)
         self.step = 0
+        self.pending = None            # async mode: the next step's generation, started during this one
         self.initial_state = copy.deepcopy(self.driver_state())     # what a replay with no checkpoint starts from
 
     # ---- the story -------------------------------------------------------------------------------------------
@@ -130,14 +130,16 @@ class PPOTrainer:
             timings[f"time/{name}"] = time.perf_counter() - began
             return time.perf_counter()
 
-        # 1. Sample a batch of prompts (seeded order, restorable position).
-        indices = self.prompts.stream.next_indices(cfg.rollout.prompts_per_step)
-        prompt_ids, prompt_mask = left_pad([self.prompts.ids[i] for i in indices], self.tokenizer.pad_token_id)
+        # 1-2. A batch of prompts (seeded order, restorable position) and n responses per prompt from the rollout
+        #      actors. In async mode this step's generation started during the previous step (with the weights
+        #      before that step's update), and the next step's starts now, to run while this one trains.
+        pending, self.pending = self.pending or self.start_generation(self.step), None
         t = time.perf_counter()
-
-        # 2. Generate n responses per prompt on the rollout actors.
-        experience = self.roles.generate(prompt_ids, prompt_mask, torch.tensor(indices), self.sampling, self.step)
+        experience = self.roles.finish_generate(pending)
         t = phase("generate", t)
+        if cfg.rollout.async_ and self.step < cfg.run.num_steps:
+            self.prompts_before_pending = self.prompts.stream.state_dict()
+            self.pending = self.start_generation(self.step + 1)
 
         # 3. Score the experience: policy, reference, reward and value actors at the same time.
         experience = self.roles.score(experience)
@@ -168,7 +170,7 @@ class PPOTrainer:
         stats["run/recoveries"] = self.roles.recoveries       # lost actors recreated in place so far
         timings["time/step"] = time.perf_counter() - start
         stats.update(timings)
-        stats.update(self.throughput(experience, timings))
+        stats.update(throughput(experience, timings))
         self.log.log(self.step, stats, self.samples(experience))
         at_end = self.step == cfg.run.num_steps and cfg.checkpoint.save_at_end
         if (at_end or (cfg.checkpoint.every and self.step % cfg.checkpoint.every == 0)) and self.guard.clean:
@@ -176,18 +178,17 @@ class PPOTrainer:
 
     # ---- helpers ---------------------------------------------------------------------------------------------
 
+    def start_generation(self, step: int):
+        """Draw step `step`'s prompts and start their generation on the rollout actors."""
+        indices = self.prompts.stream.next_indices(self.cfg.rollout.prompts_per_step)
+        prompt_ids, prompt_mask = left_pad([self.prompts.ids[i] for i in indices], self.tokenizer.pad_token_id)
+        return self.roles.start_generate(prompt_ids, prompt_mask, torch.tensor(indices), self.sampling, step)
+
     def ptx_blocks(self, updates: int):
         if self.ptx is None:
             return None
         ids, mask = self.ptx.next_batch(updates * self.cfg.data.ptx_batch_size)
         return ids.view(updates, self.cfg.data.ptx_batch_size, -1), mask.view(updates, self.cfg.data.ptx_batch_size, -1)
-
-    def throughput(self, experience, timings) -> dict:
-        response_tokens = experience.response_mask.sum().item()
-        all_tokens = experience.attention_mask.sum().item()
-        return {"throughput/samples_per_s": len(experience) / timings["time/step"],
-                "throughput/tokens_per_s": all_tokens / timings["time/step"],
-                "throughput/generated_tokens_per_s": response_tokens / timings["time/generate"]}
 
     def samples(self, experience) -> list[dict] | None:
         count = self.cfg.logging.num_sample_generations
@@ -203,8 +204,10 @@ class PPOTrainer:
         return rows
 
     def driver_state(self) -> dict:
+        # a generation started for the next step has drawn its prompts: a resume draws them again
+        prompts = self.prompts_before_pending if self.pending is not None else self.prompts.stream.state_dict()
         state = {"step": self.step, "kl_controller": self.kl_controller.state_dict(), "guard": self.guard.state_dict(),
-                 "normalizer": self.normalizer.state_dict(), "prompts": self.prompts.stream.state_dict()}
+                 "normalizer": self.normalizer.state_dict(), "prompts": prompts}
         if self.ptx is not None:
             state["ptx"] = self.ptx.stream.state_dict()
         return state
@@ -217,6 +220,7 @@ class PPOTrainer:
     def restore(self) -> None:
         """The last complete checkpoint (or, with none, the start: the trainable roles then hold their initial
         weights), then the rollout actors get the policy's weights."""
+        self.pending = None            # started with weights the replay does not have
         latest = self.checkpoints.latest()
         if latest is None:
             state = copy.deepcopy(self.initial_state)

@@ -63,6 +63,27 @@ class Experience:
                   for name in self._tensor_fields()}
         return Experience(prompt_length=self.prompt_length, **values)
 
+    def trimmed(self) -> "Experience":
+        """The same rows without the columns that are padding in every row: prompt columns before the earliest
+        real prompt token, response columns after the longest real response (at least one). A model sees the same
+        tokens at the same positions (position ids count real tokens), so forward passes over it give the same
+        outputs on real tokens for less work; `widen` puts response-shaped outputs back to the full width."""
+        prompt_real = self.attention_mask[:, :self.prompt_length].any(dim=0).nonzero()
+        start = int(prompt_real[0]) if len(prompt_real) else self.prompt_length - 1
+        width = max(1, int(self.response_mask.sum(dim=1).max())) if len(self) else 1
+        if start == 0 and width >= self.response_length:
+            return self
+        values = {}
+        for name in self._tensor_fields():
+            tensor = getattr(self, name)
+            if tensor is None or tensor.dim() == 1:
+                values[name] = tensor
+            elif name in ("sequences", "attention_mask"):
+                values[name] = tensor[:, start:self.prompt_length + width]
+            else:
+                values[name] = tensor[:, :width]
+        return Experience(prompt_length=self.prompt_length - start, **values)
+
     def replace(self, **changes) -> "Experience":
         return dataclasses.replace(self, **changes)
 
@@ -96,3 +117,8 @@ class Experience:
                           ends_with_eos=torch.ones(rows, dtype=torch.bool), prompt_index=torch.arange(rows),
                           prompt_length=prompt_length)
 
+
+def widen(tensor: torch.Tensor, width: int) -> torch.Tensor:
+    """A (B, R') response-shaped tensor zero-padded on the right to (B, width) (autograd flows through)."""
+    missing = width - tensor.shape[1]
+    return torch.nn.functional.pad(tensor, (0, missing)) if missing > 0 else tensor

@@ -61,11 +61,10 @@ def frozen_memory(role: str, params: int, element_bytes: int, ranks: int, sharde
     return RoleMemory(role, ranks, {"weights": params * element_bytes / (ranks if sharded else 1)}, {})
 
 
-def count_parameters(source: str, scalar_head: bool, tiny=None, key: str = "model", lora=None) -> tuple[int, int]:
-    """(parameters, trainable parameters) of the model at `source` (an HF folder or hub name, or 'tiny' with its
-    `tiny` shape), with `lora` adapters added when given (`model.lora`: then only they, and a scalar head, train),
-    counted on the `meta` device: nothing is allocated and nothing is written. Tied weights count once. Errors
-    name `key` (and a LoRA target that matches nothing is refused here, before any actor starts)."""
+def meta_model(source: str, scalar_head: bool, tiny=None, key: str = "model", lora=None):
+    """The model at `source` (an HF folder or hub name, or 'tiny' with its `tiny` shape) built on the `meta`
+    device from its config, with `lora` adapters added when given: nothing is allocated and nothing is written.
+    Errors name `key` (and a LoRA target that matches nothing is refused here, before any actor starts)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForTokenClassification
 
@@ -90,6 +89,13 @@ def count_parameters(source: str, scalar_head: bool, tiny=None, key: str = "mode
             from .lora import add_adapters
 
             model = add_adapters(model, lora)
+    return model
+
+
+def count_parameters(source: str, scalar_head: bool, tiny=None, key: str = "model", lora=None) -> tuple[int, int]:
+    """(parameters, trainable parameters) of `meta_model(...)`: tied weights count once; with `lora` only the
+    adapters (and a scalar head) train."""
+    model = meta_model(source, scalar_head, tiny, key, lora)
     return (sum(p.numel() for p in model.parameters()),
             sum(p.numel() for p in model.parameters() if p.requires_grad))
 

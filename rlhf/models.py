@@ -119,6 +119,12 @@ def torch_dtype(name: str, device: torch.device) -> torch.dtype:
     return {"fp32": torch.float32, "bf16": torch.bfloat16}[name]
 
 
+def apply_cpu_matmul(choice: str, device: torch.device) -> None:
+    """`precision.cpu_matmul` for this process: 'bf16' runs fp32 matmuls on CPU through oneDNN's bf16 kernels."""
+    if device.type == "cpu" and choice == "bf16":
+        torch.backends.mkldnn.matmul.fp32_precision = "bf16"
+
+
 def disable_dropout(model: nn.Module) -> nn.Module:
     """PPO needs the same function at rollout and training time: every dropout is set to p = 0."""
     for module in model.modules():

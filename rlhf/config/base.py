@@ -10,7 +10,10 @@ class ConfigError(ValueError):
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
+    # a field whose key is a Python keyword (`rollout.async`) is named `async_` with the key as its alias, and
+    # dumps under the key, so a dumped config validates again
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True,
+                              serialize_by_alias=True, validate_by_name=True, validate_by_alias=True)
 
 
 def fail(key: str, message: str):

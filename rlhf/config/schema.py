@@ -125,6 +125,10 @@ class RolloutConfig(Section):
     gathered and flattened), not the model's size."""
     weight_sync_timeout_s: float = Field(120.0, gt=0)
     """Deadline for forming the weight-sync group and for each broadcast."""
+    async_: bool = Field(False, alias="async")
+    """The rollout actors generate step t+1's samples while step t scores and trains, with the
+    weights of step t-1 (one step off-policy; the PPO ratio is taken against the policy that scores them). Resume
+    and recovery replay exactly only in synchronous mode."""
 
 
 class RewardConfig(Section):

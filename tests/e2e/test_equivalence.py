@@ -20,6 +20,8 @@ def test_same_metrics_whatever_the_layout(layout_run, actors, stage, offload, sa
     assert len(metrics) == len(baseline) == 4
     # training moved the policy: step 3's samples differ from step 1's, so later steps test the updates
     assert baseline[0]["kl/sequence_mean"] == 0.0 and baseline[2]["kl/sequence_mean"] != 0.0
+    # synchronous mode: the rollout actors sample from exactly the weights the policy scores with, every step
+    assert max(row["rollout/logprob_gap"] for row in metrics) < 1e-4
     for expected, got in zip(baseline, metrics):
         for key in COMPARED:
             assert got[key] == pytest.approx(expected[key], rel=2e-4, abs=2e-5), (expected["step"], key)

@@ -1,0 +1,87 @@
+"""The forward passes and objectives of a PPO step on a batch of sequences, for any model (a plain module or a
+DeepSpeed engine): log-probs (and entropy) of the response tokens, per-token values, and the policy and value
+objectives of a micro-batch, and a reward model's score of each sequence. The role workers (`actors/`) and the one-process floor of `rlhf bench --floor`
+(`rlhf/floor.py`) both run these, so the two compute the same thing."""
+from __future__ import annotations
+
+import inspect
+
+import torch
+
+from .algo.logprobs import response_slice, token_logprobs_and_entropy
+from .algo.losses import entropy_loss, kl_loss, policy_loss, value_loss
+from .algo.rewards import last_token_values
+from .experience import widen
+from .lora import plain_model
+
+
+def model_outputs(model, exp, device, **kwargs):
+    """`model` on a batch's sequences (attention mask and position ids of its left padding)."""
+    return model(input_ids=exp.sequences.to(device), attention_mask=exp.attention_mask.to(device),
+                 position_ids=exp.position_ids.to(device), **kwargs)
+
+
+def keeps_logits(model) -> bool:
+    """Whether the model's forward takes `logits_to_keep` (logits of the last positions only)."""
+    module = plain_model(getattr(model, "module", model))
+    return "logits_to_keep" in inspect.signature(module.forward).parameters
+
+
+def response_token_stats(model, exp, device, temperature: float, chunk_positions: int = 0,
+                         with_entropy: bool = False, keeps: bool | None = None):
+    """(log-probs of the sampled response tokens, their entropy or zeros), each (B, R), at the rollout
+    temperature. The model runs on the batch's real lengths (`Experience.trimmed`), computes logits for the
+    response positions only (`logits_to_keep`, where the model takes it: `keeps`), and the fp32 log-softmax runs
+    `chunk_positions` positions at a time; zeros past the longest real response."""
+    width, exp = exp.response_length, exp.trimmed()
+    R = exp.response_length
+    keeps = keeps_logits(model) if keeps is None else keeps
+    if keeps:
+        logits = model_outputs(model, exp, device, logits_to_keep=R + 1).logits[:, :-1]
+    else:
+        logits = response_slice(model_outputs(model, exp, device).logits, exp.prompt_length, R)
+    logprobs, entropy = token_logprobs_and_entropy(logits, exp.responses.to(device), temperature, chunk_positions,
+                                                   with_entropy)
+    return widen(logprobs, width), widen(entropy, width)
+
+
+def response_values(model, exp, device) -> torch.Tensor:
+    """V(s_t) of a scalar-head model at every response position, (B, R), fp32 (run on the real lengths; zeros
+    past the longest real response)."""
+    width, exp = exp.response_length, exp.trimmed()
+    out = model_outputs(model, exp, device).logits[..., 0]
+    return widen(response_slice(out, exp.prompt_length, exp.response_length).float(), width)
+
+
+def sequence_scores(model, exp, device) -> torch.Tensor:
+    """One score per sequence: a scalar-head model's output at the last real token, (B,)."""
+    exp = exp.trimmed()
+    out = model_outputs(model, exp, device).logits[..., 0]
+    return last_token_values(out, exp.attention_mask.to(device))
+
+
+def policy_objective(logprobs, entropies, micro, ppo, kl_coef: float, global_tokens: float, device):
+    """The policy's loss on a micro-batch: clipped PPO surrogate, minus `ppo.ent_coef` x entropy, plus the KL as
+    a loss term when `ppo.kl_mode` is 'loss'; token sums over the global minibatch's `global_tokens`.
+    Returns (loss, stats) (PPO-ptx is added by the caller: it needs the model again)."""
+    mask = micro.response_mask.to(device)
+    loss, stats = policy_loss(logprobs, micro.old_logprobs.to(device), micro.advantages.to(device), mask,
+                              ppo.clip_eps, global_tokens)
+    stats["policy/pg_loss"] = loss.detach()
+    entropy = entropy_loss(entropies, mask, global_tokens)
+    stats["policy/entropy"] = entropy.detach()
+    if ppo.ent_coef > 0:
+        loss = loss - ppo.ent_coef * entropy
+    if ppo.kl_mode == "loss":
+        kl = kl_loss(logprobs, micro.reference_logprobs.to(device), mask, ppo.kl_estimator, global_tokens)
+        stats["policy/kl_loss"] = kl.detach()
+        loss = loss + kl_coef * kl
+    return loss, stats
+
+
+def value_objective(values, micro, ppo, global_tokens: float, device):
+    """The value model's loss on a micro-batch (clipped, times `ppo.value_coef`) and its stats."""
+    loss, stats = value_loss(values, micro.values.to(device), micro.returns.to(device),
+                             micro.response_mask.to(device), ppo.value_clip_eps, global_tokens)
+    stats["value/loss"] = loss.detach()
+    return ppo.value_coef * loss, stats
