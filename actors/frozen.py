@@ -24,7 +24,8 @@ class FrozenWorker(RoleWorker):
                                                   dist_init_required=False)
         else:
             self.runner = load().to(self.device)
-        self.runner.eval()
+        self.runner.eval()                            # (a DeepSpeed engine's `eval` returns None)
+        self.runner.requires_grad_(False)             # never trained: no gradient is ever allocated for it
 
     def forward_shard(self, exp: Experience, fn) -> torch.Tensor:
         return self.map_shard(exp, self.cfg.deepspeed.frozen_micro_batch_size, fn)

@@ -109,12 +109,13 @@ def reserved_cpus(cfg) -> int:
     return max(1, min(total, os.cpu_count() or 1))
 
 
-def peak_shares(report: dict, params: dict, epochs: int, peak_gflops: float) -> dict:
-    """Each phase's achieved FLOP/s as a share of the matmul peak (real tokens only)."""
+def peak_shares(report: dict, params: dict, epochs: int, peak_gflops: float, overlapped=()) -> dict:
+    """Each phase's achieved FLOP/s as a share of the matmul peak (real tokens only); none for `overlapped`
+    phases (async generation: its logged time is only the wait for it)."""
     tokens = report["throughput/tokens_per_s"] * report["time/step"]
     flops = phase_flops(tokens, params, epochs)
     return {f"peak_share/{phase}": flops[phase] / report[f"time/{phase}"] / (peak_gflops * 1e9)
-            for phase in flops if report.get(f"time/{phase}")}
+            for phase in flops if report.get(f"time/{phase}") and phase not in overlapped}
 
 
 def run_bench(cfg, steps: int = 4, explicit_overrides: list[str] | None = None, workload: str = "default",
@@ -138,8 +139,9 @@ def run_bench(cfg, steps: int = 4, explicit_overrides: list[str] | None = None, 
         peak = matmul_peak_gflops(device, torch_dtype(vcfg.precision.dtype, device))
         torch.set_num_threads(previous)
         params = role_params(vcfg)
-        for report in reports.values():
-            report.update(peak_shares(report, params, vcfg.ppo.ppo_epochs, peak))
+        for side, report in reports.items():
+            overlapped = ("generate",) if side == "distributed" and vcfg.rollout.async_ else ()
+            report.update(peak_shares(report, params, vcfg.ppo.ppo_epochs, peak, overlapped))
         print_report(name, vcfg, steps, reports, memory, peak, threads)
         if floor:
             ratios.append((name, reports["distributed"]["throughput/samples_per_s"]
@@ -154,7 +156,8 @@ def print_report(name, cfg, steps, reports, memory, peak, threads) -> None:
     tiny = f" {cfg.model.tiny.num_layers}x{cfg.model.tiny.hidden_size}" if cfg.model.policy == "tiny" else ""
     print(f"rlhf bench {name}: {steps} measured steps (after 1 warm-up), medians; {cfg.rollout_batch_size} samples "
           f"({cfg.rollout.prompts_per_step} prompts x {cfg.rollout.n_samples_per_prompt}) x "
-          f"{cfg.rollout.max_new_tokens} new tokens, {cfg.ppo.advantage_estimator}, policy {cfg.model.policy}{tiny}, "
+          f"{cfg.rollout.max_new_tokens} new tokens, {cfg.ppo.advantage_estimator}"
+          f"{', rollout.async' if cfg.rollout.async_ else ''}, policy {cfg.model.policy}{tiny}, "
           f"dtype {cfg.precision.dtype}, cpu_matmul {cfg.precision.cpu_matmul}")
     columns = list(reports)
     keys = sorted({k for r in reports.values() for k in r}, key=lambda k: (k.split("/")[0], k))

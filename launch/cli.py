@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--async-curve", action="store_true",
                        help="run the PPO config twice, synchronous and rollout.async, and plot the reward of both "
                             "per step in one PNG (under run.output_dir/bench-async/)")
+    bench.add_argument("--scaling", type=_int_list, metavar="COUNTS",
+                       help="sweep rollout x policy actor counts (e.g. 1,2) on --workload: table and PNG")
     bench.add_argument("--floor", action="store_true",
                        help="also run the same work in one process with plain PyTorch (no Ray, no DeepSpeed) and "
                             "print the ratio distributed/floor")
@@ -189,6 +191,10 @@ def main(argv: list[str] | None = None) -> int:
                 from .bench_weight_sync import run_weight_sync_bench
 
                 run_weight_sync_bench(cfg, args.steps)
+            elif args.scaling:
+                from .bench_scaling import run_scaling
+
+                run_scaling(cfg, args.scaling, args.steps, extra, args.workload)
             elif args.async_curve:
                 from .bench_async import run_async_curve
 

@@ -86,7 +86,7 @@ class FloorPPO:
         torch.manual_seed(derive_seed(cfg.run.seed, "model_init"))
         self.tokenizer = load_tokenizer(paths["policy"])
         self.policy = Trainable.build(load_causal_lm(paths["policy"], dtype).to(self.device), cfg, "policy")
-        self.reference = load_causal_lm(paths["reference"], dtype).to(self.device).eval()
+        self.reference = load_causal_lm(paths["reference"], dtype).to(self.device).eval().requires_grad_(False)
         self.value = (Trainable.build(load_scalar_model(paths["value"], dtype).to(self.device), cfg, "value")
                       if cfg.uses_critic else None)
         self.reward_function = self.reward_model = None
@@ -95,7 +95,7 @@ class FloorPPO:
         else:
             if load_tokenizer(paths["reward"]).get_vocab() != self.tokenizer.get_vocab():
                 raise FloorUnsupported("bench --floor: the reward model has a tokenizer of its own")
-            self.reward_model = load_scalar_model(paths["reward"], dtype).to(self.device).eval()
+            self.reward_model = load_scalar_model(paths["reward"], dtype).to(self.device).eval().requires_grad_(False)
             self.reward_shift, self.reward_scale = load_reward_normalization(paths["reward"])
         self.engine = ENGINES[cfg.rollout.engine](self.policy.model, self.tokenizer, self.device)
         self.prompt_ids = prompt_ids

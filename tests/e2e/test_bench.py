@@ -48,3 +48,29 @@ def test_bench_floor_prints_both_sides_and_the_ratio(ray_cluster, tmp_path, mode
     assert header.split() == ["distributed", "floor"]
     sync = next(line.split() for line in out if line.strip().startswith("time/weight_sync"))
     assert float(sync[1]) > 0 and sync[2] == "-"              # the floor has no rollout copy to sync
+
+
+def test_scaling_sweep_runs_each_cell_with_its_actor_counts(ray_cluster, tmp_path, model_cache, capsys):
+    from launch.bench_scaling import run_scaling
+    from tests.conftest import small_config
+
+    cfg = small_config(tmp_path, model_cache, "scaling")
+    small = ["--model.tiny.num_layers", "1", "--model.tiny.hidden_size", "32", "--rollout.prompts_per_step", "8",
+             "--rollout.n_samples_per_prompt", "2", "--deepspeed.policy.micro_batch_size", "4",
+             "--deepspeed.value.micro_batch_size", "4", "--ppo.num_minibatches", "2"]
+    rows = run_scaling(cfg, [2], steps=1, explicit_overrides=small)
+    assert [(r["rollout"], r["policy"]) for r in rows] == [(2, 2)] and rows[0]["throughput/samples_per_s"] > 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-2].split()[:2] == ["2", "2"]
+    assert (tmp_path / "bench-scaling" / "samples_per_s_default.png").stat().st_size > 1000
+
+
+def test_async_curve_plots_both_modes(ray_cluster, tmp_path, model_cache, capsys):
+    from launch.bench_async import run_async_curve
+    from tests.conftest import small_config
+
+    path = run_async_curve(small_config(tmp_path, model_cache, "curve", run__num_steps=6))
+    assert path == tmp_path / "bench-async" / "reward_sync_vs_async.png" and path.stat().st_size > 1000
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines[1:3]] == ["sync", "async"]
+    assert all("steps 6" in line for line in lines[1:3])
