@@ -12,16 +12,13 @@ import torch
 from rlhf.config import EngineSettings, engine_settings
 from rlhf.deepspeed_config import trainable_config
 from rlhf.lora import adapter_state, add_adapters, is_lora, materialize, plain_model, weight_sources
+from rlhf.optim import ADAMW, warmup_schedule
 from rlhf.sharding import chunks, shard
 
 from .base import RoleWorker
 from .guarded_optimizer import GuardedAdamW, GuardedLambdaLR
 from .loading import build_model, is_partitioned
 from .memory import rss_mb
-
-
-def warmup_schedule(warmup_steps: int):
-    return lambda step: min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
 
 
 class TrainableWorker(RoleWorker):
@@ -45,8 +42,7 @@ class TrainableWorker(RoleWorker):
         self.lora = is_lora(model)
         params = [p for p in model.parameters() if p.requires_grad]
         # an update with a non-finite loss or gradient on any rank is skipped on all of them (the guard's all-reduce)
-        optimizer = GuardedAdamW(params, self.device, lr=settings.lr, weight_decay=settings.weight_decay,
-                                 betas=(0.9, 0.95), eps=1e-8)
+        optimizer = GuardedAdamW(params, self.device, lr=settings.lr, weight_decay=settings.weight_decay, **ADAMW)
         scheduler = GuardedLambdaLR(optimizer, warmup_schedule(settings.warmup_steps))
         self.guard = optimizer
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(

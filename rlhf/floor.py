@@ -20,7 +20,9 @@ from .data.prompts import PromptStream, left_pad
 from .experience import Experience
 from .forward import policy_objective, response_token_stats, response_values, sequence_scores, value_objective
 from .generation import ENGINES, SamplingParams
-from .models import apply_cpu_matmul, load_causal_lm, load_reward_normalization, load_scalar_model, load_tokenizer, torch_dtype
+from .models import (apply_cpu_matmul, load_causal_lm, load_reward_normalization, load_scalar_model, load_tokenizer,
+                     torch_dtype)
+from .optim import ADAMW, warmup_schedule
 from .reward_function import call_reward_function, load_reward_function
 from .seeding import derive_seed
 from .sharding import chunks
@@ -49,13 +51,10 @@ class Trainable:
 
     @classmethod
     def build(cls, model, cfg, owner: str) -> "Trainable":
-        """The optimizer every engine of `rlhf ppo` gets (AdamW, betas 0.9/0.95, eps 1e-8, linear warmup)."""
+        """The optimizer every engine of `rlhf ppo` gets (`rlhf/optim.py`), from the role's settings."""
         s = engine_settings(cfg, owner)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay, betas=(0.9, 0.95),
-                                      eps=1e-8)
-        warmup = s.warmup_steps
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay, **ADAMW)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_schedule(s.warmup_steps))
         return cls(model, optimizer, scheduler, s.micro_batch_size, s.max_grad_norm)
 
     def updates(self, exp: Experience, plan: list, micro_loss) -> None:

@@ -1,7 +1,8 @@
 """What a PPO step did and how fast: its throughput (as `rlhf ppo` logs it), the work of its phases in FLOPs and
-the machine's matrix-multiply peak, so `rlhf bench` can say what share of the peak each phase reaches. A forward pass costs 2 FLOPs per matmul parameter per token, a
-training pass (forward + backward) 6 (Kaplan et al. 2020); attention's own matmuls are left out (small at these
-lengths), and only real tokens count: work spent on padding shows as a lower share, as it should."""
+the machine's matrix-multiply peak, so `rlhf bench` can say what share of the peak each phase reaches. A forward
+pass costs 2 FLOPs per matmul parameter per token, a training pass (forward + backward) 6 (Kaplan et al. 2020);
+attention's own matmuls are left out (small at these lengths), and only real tokens count: work spent on padding
+shows as a lower share, as it should."""
 from __future__ import annotations
 
 import time

@@ -1,7 +1,7 @@
 """The forward passes and objectives of a PPO step on a batch of sequences, for any model (a plain module or a
-DeepSpeed engine): log-probs (and entropy) of the response tokens, per-token values, and the policy and value
-objectives of a micro-batch, and a reward model's score of each sequence. The role workers (`actors/`) and the one-process floor of `rlhf bench --floor`
-(`rlhf/floor.py`) both run these, so the two compute the same thing."""
+DeepSpeed engine): log-probs (and entropy) of the response tokens, per-token values, the policy and value
+objectives of a micro-batch, and a reward model's score of each sequence. The role workers (`actors/`) and the
+one-process floor of `rlhf bench --floor` (`rlhf/floor.py`) both run these, so the two compute the same thing."""
 from __future__ import annotations
 
 import inspect
