@@ -59,3 +59,18 @@ def load_state(path):
     from rlhf.models import load_causal_lm
 
     return load_causal_lm(path).state_dict()
+
+
+def test_bench_floor_on_gpu_reports_bf16_shares_and_ratio(tmp_path, model_cache, ray_cluster, capsys):
+    from launch.bench import run_bench
+    from tests.conftest import small_config
+
+    gpu = {"num_gpus": 0.2, "num_cpus": 1}
+    cfg = small_config(tmp_path, model_cache, "gpu-bench", precision__dtype="bf16",
+                       rollout__weight_sync="object_store",
+                       actors={role: dict(gpu) for role in ("policy", "value", "reference", "reward", "rollout")})
+    results = run_bench(cfg, steps=1, workload="default", floor=True)      # the floor runs on the same GPU
+    distributed, floor = results["default"]["distributed"][0], results["default"]["floor"][0]
+    for report in (distributed, floor):
+        assert 0 < report["peak_share/train"] < 1 and report["throughput/generated_tokens_per_s"] > 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("ratio distributed/floor: ")
