@@ -107,9 +107,12 @@ def run_critic_rm(cfg) -> Path:
                 if section.adversarial and not missed_by_some(tamper, sampled):
                     counts["dropped: the critic caught the bug in every sample"] += 1
                     continue
-                fakes = fake_problem_critiques(tamper, section.fake_problems,
-                                               derive_seed(cfg.run.seed, "fake_critique", index))
+                seed = derive_seed(cfg.run.seed, "fake_critique", index)
+                fakes = fake_problem_critiques(tamper, section.fake_problems, seed)
                 counts["fake-problem critiques"] += len(fakes)
+                quoted = fake_problem_critiques(tamper, section.hallucinated_fakes, seed, hallucinated=True)
+                counts["hallucinated fake critiques"] += len(quoted)
+                fakes += quoted
                 row = ranking_row(tamper, sampled, fakes)
                 counts["rankings" if row else "dropped: fewer than two distinct critiques"] += 1
                 if row:

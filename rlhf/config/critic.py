@@ -41,10 +41,14 @@ class TamperConfig(Section):
 class CriticRMConfig(Section):
     samples: int = Field(3, ge=1)
     """Critiques sampled from the SFT critic per tampered answer; with the gold one they are ranked by their
-    automatic labels (K = samples + 1 + fake_problems)."""
+    automatic labels (K = samples + 1 + fake_problems + hallucinated_fakes)."""
     fake_problems: int = Field(1, ge=0)
     """Critiques per tampered answer in the gold one's words that blame a line the tamper left alone (fake
     problems), added to its ranking below the gold one: they teach the RM which line holds the bug."""
+    hallucinated_fakes: int = Field(1, ge=0)
+    """Critiques per tampered answer in the gold one's words that quote a bug-looking edit of a line the tamper left
+    alone (a quote not in the answer), ranked below every critique that quotes the code: they teach the RM to check
+    a quote against the code, so PPO cannot raise its score with bugs that are not there."""
     adversarial: bool = False
     """Keep only tampers the SFT critic misses in at least one of its samples (the paper's adversarial filter)."""
 

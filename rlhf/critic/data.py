@@ -32,11 +32,14 @@ def sft_rows(tampers) -> list[dict]:
     return [{"prompt": tamper_prompt(t), "response": gold_of(t)} for t in tampers]
 
 
-def fake_problem_critiques(tamper: dict, count: int, seed: int) -> list[str]:
+def fake_problem_critiques(tamper: dict, count: int, seed: int, hallucinated: bool = False) -> list[str]:
     """Up to `count` critiques in the gold one's words that blame a line the tamper left alone (the paper's fake
     problems): each presents a seeded edit of an unchanged line as the fix. In a ranking they differ from the gold
     critique only in the line they blame, so the critique RM learns which line holds the bug, not how a gold
-    critique reads (the sampled critiques differ from it in everything)."""
+    critique reads (the sampled critiques differ from it in everything).
+    With `hallucinated`, each quotes the edited line itself, which is not in the answer and reads like a bug:
+    ranked below everything that quotes the code, it teaches the RM to check a quote against the code (a critic
+    trained against an RM that cannot learns to quote bugs that are not there)."""
     code, (first, last) = tamper["tampered"], tamper["changed_lines"]
     sites = [s for s in find_sites(code, tamper["entry_point"]) if not first <= s.line <= last]
     random.Random(seed).shuffle(sites)
@@ -45,13 +48,20 @@ def fake_problem_critiques(tamper: dict, count: int, seed: int) -> list[str]:
         if len(out) == count:
             break
         try:
-            claimed_fix = apply_site(code, tamper["entry_point"], site).source
+            edited = apply_site(code, tamper["entry_point"], site).source
         except MutationError:
             continue
-        span, fix, blamed = changed_span(claimed_fix, code)
+        span, fix, blamed = changed_span(edited, code)
         if span[0] <= last and first <= span[1]:
             continue
-        text = gold_critique(code, span, describe(site.operator, span, fix, blamed, tamper["failing_test"]))
+        if hallucinated:
+            edited_span, _, quoted = changed_span(code, edited)      # the edit claimed as the code, and its fix
+            text = gold_critique(edited, edited_span,
+                                 describe(site.operator, span, blamed, quoted, tamper["failing_test"]))
+            if not label_critique(text, code, tamper["changed_lines"]).hallucinated:
+                continue                  # the edited line happens to be another line of the answer
+        else:
+            text = gold_critique(code, span, describe(site.operator, span, fix, blamed, tamper["failing_test"]))
         if text not in out:
             out.append(text)
     return out

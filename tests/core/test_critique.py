@@ -95,3 +95,15 @@ def test_fake_problem_critiques_blame_an_unchanged_line_in_the_gold_words_and_ra
     row = ranking_row(tamper, ["```python\nreturn b-7\n```\nwrong"], fakes[:1])
     assert row["responses"][0] == gold_of(tamper) and row["ranks"][0] == 1
     assert row["ranks"][2] < row["ranks"][1]                  # a real line blamed ranks above a hallucinated quote
+
+    # hallucinated fakes: the edit itself quoted (not in the answer), the real line given as its fix
+    invented = fake_problem_critiques(tamper, 2, seed=0, hallucinated=True)
+    assert len(invented) == 2
+    for fake, real in zip(invented, fakes):
+        labels = label_critique(fake, tamper["tampered"], tamper["changed_lines"])
+        assert (labels.catches_bug, labels.hallucinated, labels.unchanged) == (False, 1, 0)
+        quote = parse_critique(fake).highlights[0].quote
+        real_quote = parse_critique(real).highlights[0].quote
+        assert quote not in tamper["tampered"] and fake.split("should be `")[1].startswith(real_quote + "`")
+    ranks = ranking_row(tamper, [], fakes[:1] + invented[:1])["ranks"]
+    assert ranks == [1, 2, 3]                                  # gold, then the real-line fake, then the invented one
