@@ -43,7 +43,8 @@ def test_critic_chain_tamper_sft_rm_ppo(ray_cluster, tmp_path, model_cache):
     assert (run_critic_rm(cfg) / "config.json").exists()
     rankings = [json.loads(line) for line in (root / "data" / "rm.jsonl").read_text().splitlines()]
     by_prompt = {row["prompt"]: row for row in rankings}
-    assert rankings and all(len(r["responses"]) == len(r["ranks"]) <= 4 for r in rankings)   # 2 sampled, gold, 1 fake
+    # 2 sampled, gold, 1 fake problem, 1 hallucinated fake (last: its quote is not in the answer)
+    assert rankings and all(len(r["responses"]) == len(r["ranks"]) <= 5 for r in rankings)
     for tamper in tampers["train"]:
         row = by_prompt.get(f"Find the bug. Quote it in a ```python block, then explain.\n```python\n"
                             f"{tamper['tampered']}```\nCritique:\n")
@@ -52,6 +53,8 @@ def test_critic_chain_tamper_sft_rm_ppo(ray_cluster, tmp_path, model_cache):
         gold = row["responses"][0]            # the gold critique catches the bug: nothing ranks above it
         assert label_critique(gold, tamper["tampered"], tamper["changed_lines"]).catches_bug
         assert row["ranks"][0] == 1
+        invented = label_critique(row["responses"][-1], tamper["tampered"], tamper["changed_lines"])
+        assert invented.hallucinated == 1 and row["ranks"][-1] == max(row["ranks"])
 
     policy = run_critic_ppo(cfg)
     assert (policy / "config.json").exists()
