@@ -32,6 +32,16 @@ TRAINABLE_ROLES = ("policy", "value")
 FROZEN_ROLES = ("rollout", "reference", "reward")
 
 
+# how a collective (gloo, NCCL) fails on a surviving rank when a peer's process or node is gone
+PEER_LOST = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "NCCL communicator was aborted",
+             "remote process exited")
+
+
+def lost_peer(error: Exception) -> bool:
+    """Whether a worker's error is its collective losing a peer (the peer's death may not be reported yet)."""
+    return any(text in str(error) for text in PEER_LOST)
+
+
 class RecoveryError(RuntimeError):
     """A lost actor the run cannot recover from, worded as one line."""
 
@@ -150,9 +160,13 @@ class RoleSet:
         while True:
             try:
                 return phase()
-            except RoleError as error:
-                # an actor reported unavailable may be on a node the cluster has not yet declared lost
-                dead = self.groups.dead_roles(NODE_LOSS_SETTLE_S if isinstance(error, ActorDiedError) else 0.0)
+            except Exception as error:
+                if not isinstance(error, RoleError) and not lost_peer(error):
+                    raise                  # the worker's own error (bad input, a crashing reward function ...)
+                # an actor reported unavailable, or a collective whose peer went away, may be on a node the
+                # cluster has not yet declared lost
+                settle = NODE_LOSS_SETTLE_S if isinstance(error, ActorDiedError) or lost_peer(error) else 0.0
+                dead = self.groups.dead_roles(settle)
                 if not dead:
                     raise
                 self._record(error, dead)

@@ -184,3 +184,12 @@ def test_weight_sync_table_and_bucket_plan():
     assert [[name for name, _, _ in bucket] for bucket in bucket_plan(named, 0.25)] == [["a"], ["b"], ["c"], ["d"]]
     assert [[name for name, _, _ in bucket] for bucket in bucket_plan(named, 0.5)] == [["a", "b"], ["c"], ["d"]]
     assert [[name for name, _, _ in bucket] for bucket in bucket_plan(named, 1.0)] == [["a", "b", "c"], ["d"]]
+
+
+def test_a_collective_that_lost_its_peer_counts_as_a_possible_loss_and_other_errors_do_not():
+    from actors.roles import lost_peer
+
+    gloo = RuntimeError("value actor 1 (train): [gloo/transport/tcp/pair.cc:537] Read error [127.0.0.1]:23956: "
+                        "Connection reset by peer. This is typically caused by a remote worker hanging")
+    assert lost_peer(gloo)
+    assert not lost_peer(ValueError("reward function rlhf.data.toy:f returned 3 scores for 4 responses"))
