@@ -11,7 +11,7 @@ import torch
 
 from rlhf import forward
 from rlhf.config import Config
-from rlhf.models import apply_cpu_matmul, torch_dtype
+from rlhf.models import apply_cpu_matmul, default_device, torch_dtype
 from rlhf.seeding import derive_seed
 from rlhf.sharding import chunks, shard
 
@@ -33,7 +33,7 @@ class RoleWorker:
         torch.manual_seed(derive_seed(self.cfg.run.seed, "model_init"))
         torch.set_num_threads(num_threads)
         os.environ["OMP_NUM_THREADS"] = str(num_threads)
-        self.device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+        self.device = default_device()
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
         apply_cpu_matmul(self.cfg.precision.cpu_matmul, self.device)

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import torch
 
-from rlhf.algo.rewards import last_token_values
 from rlhf.experience import Experience
-from rlhf.forward import sequence_scores
+from rlhf.forward import sequence_scores, token_scores
+from rlhf.generation import prompt_and_response_texts
 from rlhf.models import load_reward_normalization, load_scalar_model, load_tokenizer, resolve_model_path
 from rlhf.reward_function import call_reward_function, load_reward_function
 from rlhf.sharding import shard
@@ -28,9 +28,7 @@ class RewardWorker(FrozenWorker):
         self.wrap(lambda: load_scalar_model(path, self.dtype))
 
     def texts(self, exp: Experience) -> tuple[list[str], list[str]]:
-        decode = lambda ids: self.policy_tokenizer.batch_decode(ids, skip_special_tokens=True)
-        responses = [row[mask.bool()] for row, mask in zip(exp.responses, exp.response_mask)]
-        return decode(exp.sequences[:, :exp.prompt_length]), decode(responses)
+        return prompt_and_response_texts(exp, self.policy_tokenizer)
 
     def scores(self, exp: Experience) -> torch.Tensor:
         """One score per sample of this rank's shard."""
@@ -45,8 +43,5 @@ class RewardWorker(FrozenWorker):
         # a reward model with its own tokenizer reads the text
         prompts, responses = self.texts(micro)
         batch = self.tokenizer([p + r for p, r in zip(prompts, responses)], return_tensors="pt", padding=True)
-        ids, mask = batch["input_ids"], batch["attention_mask"]
-        position_ids = (mask.cumsum(dim=1) - 1).clamp(min=0)
-        out = self.runner(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                         position_ids=position_ids.to(self.device)).logits[..., 0]
-        return (last_token_values(out, mask.to(self.device)) - self.shift) / self.scale
+        scores = token_scores(self.runner, batch["input_ids"], batch["attention_mask"], self.device)
+        return (scores - self.shift) / self.scale

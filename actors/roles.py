@@ -161,12 +161,12 @@ class RoleSet:
             try:
                 return phase()
             except Exception as error:
-                if not isinstance(error, RoleError) and not lost_peer(error):
+                peer = lost_peer(error)
+                if not isinstance(error, RoleError) and not peer:
                     raise                  # the worker's own error (bad input, a crashing reward function ...)
                 # an actor reported unavailable, or a collective whose peer went away, may be on a node the
                 # cluster has not yet declared lost
-                settle = NODE_LOSS_SETTLE_S if isinstance(error, ActorDiedError) or lost_peer(error) else 0.0
-                dead = self.groups.dead_roles(settle)
+                dead = self.groups.dead_roles(NODE_LOSS_SETTLE_S if isinstance(error, ActorDiedError) or peer else 0.0)
                 if not dead:
                     raise
                 self._record(error, dead)

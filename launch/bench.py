@@ -15,9 +15,10 @@ import torch
 from rlhf.config import model_sources
 from rlhf.flops import matmul_params, matmul_peak_gflops, phase_flops, throughput
 from rlhf.memory_plan import meta_model
-from rlhf.models import apply_cpu_matmul, load_tokenizer, torch_dtype
+from rlhf.models import apply_cpu_matmul, default_device, load_tokenizer, torch_dtype
 
 from .ppo import PPOTrainer, load_prompts, role_paths
+from .ray_session import resources_needed
 from .runlog import read_metrics
 
 _NO_FILES = {"checkpoint": {"export_hf": False}, "logging": {"wandb_mode": "disabled", "progress_bar": False}}
@@ -104,9 +105,8 @@ def role_params(cfg) -> dict:
 
 def reserved_cpus(cfg) -> int:
     """CPUs the run's actors reserve in all (the floor gets as many threads, at most the machine's)."""
-    roles = ["policy", "reference", "reward", "rollout"] + (["value"] if cfg.uses_critic else [])
-    total = sum(getattr(cfg.actors, r).num_actors * max(1, int(getattr(cfg.actors, r).num_cpus)) for r in roles)
-    return max(1, min(total, os.cpu_count() or 1))
+    cpus, _ = resources_needed(cfg)
+    return max(1, min(int(cpus), os.cpu_count() or 1))
 
 
 def peak_shares(report: dict, params: dict, epochs: int, peak_gflops: float, overlapped=()) -> dict:
@@ -132,7 +132,7 @@ def run_bench(cfg, steps: int = 4, explicit_overrides: list[str] | None = None, 
         if floor:
             runs["floor"] = run_floor(vcfg, threads)
         reports = {side: medians(rows[1:]) for side, rows in runs.items()}
-        device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+        device = default_device()
         apply_cpu_matmul(vcfg.precision.cpu_matmul, device)
         previous = torch.get_num_threads()
         torch.set_num_threads(threads)

@@ -26,8 +26,8 @@ from rlhf.algo.ppo import compute_advantages, minibatch_plan
 from rlhf.checkpoint import CheckpointManager
 from rlhf.config import for_stage, model_sources
 from rlhf.data.pretrain import PretrainTexts
-from rlhf.flops import throughput
 from rlhf.data.prompts import PromptStream, left_pad, load_prompt_texts, tokenize_prompts
+from rlhf.flops import throughput
 from rlhf.generation import SamplingParams
 from rlhf.memory_plan import check_stage_fits
 from rlhf.numerics import BadStepGuard, last_good_checkpoint

@@ -19,9 +19,9 @@ from .config import engine_settings
 from .data.prompts import PromptStream, left_pad
 from .experience import Experience
 from .forward import policy_objective, response_token_stats, response_values, sequence_scores, value_objective
-from .generation import ENGINES, SamplingParams
-from .models import (apply_cpu_matmul, load_causal_lm, load_reward_normalization, load_scalar_model, load_tokenizer,
-                     torch_dtype)
+from .generation import ENGINES, SamplingParams, prompt_and_response_texts
+from .models import (apply_cpu_matmul, default_device, load_causal_lm, load_reward_normalization, load_scalar_model,
+                     load_tokenizer, torch_dtype)
 from .optim import ADAMW, warmup_schedule
 from .reward_function import call_reward_function, load_reward_function
 from .seeding import derive_seed
@@ -79,7 +79,7 @@ class FloorPPO:
     def __init__(self, cfg, paths: dict, prompt_ids: list[list[int]]):
         check_floor_config(cfg, paths)
         self.cfg = cfg
-        self.device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+        self.device = default_device()
         apply_cpu_matmul(cfg.precision.cpu_matmul, self.device)
         dtype = torch_dtype(cfg.precision.dtype, self.device)
         torch.manual_seed(derive_seed(cfg.run.seed, "model_init"))
@@ -102,15 +102,6 @@ class FloorPPO:
         self.sampling = SamplingParams.from_rollout(cfg.rollout)
         self.normalizer = RunningMoments()
         self.kl = kl_controller(cfg.ppo)
-
-    def models(self) -> dict:
-        """role -> model, for counting the work (FLOPs) of each phase."""
-        out = {"policy": self.policy.model, "reference": self.reference}
-        if self.value is not None:
-            out["value"] = self.value.model
-        if self.reward_model is not None:
-            out["reward"] = self.reward_model
-        return out
 
     def step(self, step: int) -> tuple[Experience, dict]:
         """One PPO step; returns its experience, and its reward and KL statistics with the time of each phase
@@ -164,10 +155,8 @@ class FloorPPO:
 
     def scores(self, exp: Experience, micro_batch_size: int) -> torch.Tensor:
         if self.reward_function is not None:
-            decode = lambda rows: self.tokenizer.batch_decode(rows, skip_special_tokens=True)
-            responses = decode([row[m.bool()] for row, m in zip(exp.responses, exp.response_mask)])
-            return call_reward_function(self.reward_function, self.cfg.reward.function,
-                                        decode(exp.sequences[:, :exp.prompt_length]), responses)
+            prompts, responses = prompt_and_response_texts(exp, self.tokenizer)
+            return call_reward_function(self.reward_function, self.cfg.reward.function, prompts, responses)
         scores = torch.cat([sequence_scores(self.reward_model, micro, self.device).float().cpu()
                             for micro in chunks(exp, micro_batch_size)])
         return (scores - self.reward_shift) / self.reward_scale

@@ -53,11 +53,17 @@ def response_values(model, exp, device) -> torch.Tensor:
     return widen(response_slice(out, exp.prompt_length, exp.response_length).float(), width)
 
 
+def token_scores(model, ids, mask, device) -> torch.Tensor:
+    """One score per row of left-padded token ids: a scalar-head model's output at the last real token, (B,)."""
+    position_ids = (mask.cumsum(dim=1) - 1).clamp(min=0)
+    out = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=position_ids.to(device))
+    return last_token_values(out.logits[..., 0], mask.to(device))
+
+
 def sequence_scores(model, exp, device) -> torch.Tensor:
-    """One score per sequence: a scalar-head model's output at the last real token, (B,)."""
+    """`token_scores` of a batch's sequences, run on their real lengths."""
     exp = exp.trimmed()
-    out = model_outputs(model, exp, device).logits[..., 0]
-    return last_token_values(out, exp.attention_mask.to(device))
+    return token_scores(model, exp.sequences, exp.attention_mask, device)
 
 
 def policy_objective(logprobs, entropies, micro, ppo, kl_coef: float, global_tokens: float, device):

@@ -148,6 +148,13 @@ class HFGenerateEngine:
 ENGINES = {"hf": HFGenerateEngine}
 
 
+def prompt_and_response_texts(exp, tokenizer) -> tuple[list[str], list[str]]:
+    """The prompts and the sampled responses of an Experience as text (padding and special tokens dropped)."""
+    decode = lambda rows: tokenizer.batch_decode(rows, skip_special_tokens=True)
+    responses = [row[mask.bool()] for row, mask in zip(exp.responses, exp.response_mask)]
+    return decode(exp.sequences[:, :exp.prompt_length]), decode(responses)
+
+
 def response_texts(exp, tokenizer) -> list[str]:
     """The sampled responses of an Experience as text (padding and special tokens dropped)."""
     return [tokenizer.decode(row[mask.bool()], skip_special_tokens=True)

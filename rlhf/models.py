@@ -119,6 +119,11 @@ def torch_dtype(name: str, device: torch.device) -> torch.dtype:
     return {"fp32": torch.float32, "bf16": torch.bfloat16}[name]
 
 
+def default_device() -> torch.device:
+    """The device a process computes on: its (first visible) GPU, else the CPU."""
+    return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+
+
 def apply_cpu_matmul(choice: str, device: torch.device) -> None:
     """`precision.cpu_matmul` for this process: 'bf16' runs fp32 matmuls on CPU through oneDNN's bf16 kernels."""
     if device.type == "cpu" and choice == "bf16":
