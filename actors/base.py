@@ -13,7 +13,7 @@ from rlhf import forward
 from rlhf.config import Config
 from rlhf.models import apply_cpu_matmul, default_device, torch_dtype
 from rlhf.seeding import derive_seed
-from rlhf.sharding import chunks, shard
+from rlhf.sharding import chunks, concat
 
 from .memory import peak_memory_mb
 
@@ -74,17 +74,25 @@ class RoleWorker:
                                    # every collective of the role's group fails after this instead of hanging
                                    timeout=datetime.timedelta(seconds=self.cfg.run.phase_timeout_s))
 
-    def micro_batches(self, batch, size: int):
-        """This rank's contiguous shard of `batch` (anything with `shard`/`select`), in chunks of `size` rows.
+    @staticmethod
+    def rows(pieces: list):
+        """This rank's block of a batch, from the object references of its pieces (`ActorGroup.call_shards`): the
+        driver cut the batch, so a worker reads only its own rows."""
+        import ray
 
-        Every rank walks the same number of chunks, as ZeRO-3's collective parameter gathers require.
-        """
-        yield from chunks(shard(batch, self.rank, self.world_size), size)
+        from .group import ResultsLost
+
+        try:
+            return concat(ray.get(list(pieces)))
+        except ray.exceptions.ObjectLostError as error:
+            raise ResultsLost(f"a piece of the batch was lost with its node ({type(error).__name__})") from None
 
     def map_shard(self, batch, size: int, fn) -> torch.Tensor:
-        """`fn` on each chunk of this rank's shard without gradients; outputs concatenated (float, on CPU)."""
+        """`fn` on each chunk of `size` rows of this rank's block without gradients; outputs concatenated (float, on
+        CPU). Every rank holds an equal block, so every rank walks the same number of chunks, as ZeRO-3's collective
+        parameter gathers require."""
         with torch.no_grad():
-            return torch.cat([fn(chunk).float().cpu() for chunk in self.micro_batches(batch, size)])
+            return torch.cat([fn(chunk).float().cpu() for chunk in chunks(batch, size)])
 
     def model_outputs(self, exp, **kwargs):
         """The role's model (`self.runner`: a DeepSpeed engine or a plain module) on a batch's sequences."""

@@ -47,7 +47,7 @@ class PolicyEvaluator:
         params = SamplingParams.from_rollout(self.cfg.rollout, n_samples_per_prompt=1)
         exp = gather(self.rollout.call("generate", prompt_ids, prompt_mask, torch.arange(len(prompt_ids)),
                                        params, "evaluation", step))[0]
-        scores = self.reward.run("scores", exp)[0]
+        scores = torch.cat(self.reward.run_shards("scores", exp))
         return scores.mean().item(), exp
 
     def sample(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, n: int, step: int):
@@ -75,7 +75,7 @@ class PolicyEvaluator:
         scores: list[float] = []
         for start in range(0, len(pairs), chunk):
             exp = Experience.from_pairs(pairs[start:start + chunk], tokenizer.pad_token_id)
-            scores += self.reward.run("scores", exp)[0].tolist()
+            scores += torch.cat(self.reward.run_shards("scores", exp)).tolist()
         return scores
 
     def shutdown(self) -> None:

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from ray.exceptions import RayActorError, RayTaskError
+from ray.exceptions import ObjectLostError, RayActorError, RayTaskError
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from rlhf.sharding import pad_rows
+from rlhf.sharding import pad_rows, shard
 
 from .placement import create_placement_groups, remove_groups
 
@@ -30,6 +30,10 @@ class ActorDiedError(RoleError):
     def __init__(self, message: str, role: str, rank: int):
         super().__init__(message)
         self.role, self.rank = role, rank
+
+
+class ResultsLost(RuntimeError):
+    """Objects a call returned (a step's samples) are gone from the object store with their node."""
 
 
 @dataclass
@@ -78,6 +82,9 @@ def gather_all(*calls: Calls, timeout_s: float | None = None) -> list[list]:
             ray.get(ready[0])
         except (RayTaskError, RayActorError) as error:
             raise _worker_error(error, *owner[ready[0]]) from error
+        except ObjectLostError as error:
+            role, rank, method = owner[ready[0]]
+            raise ResultsLost(f"{role} actor {rank} ({method}): its result was lost with its node") from error
     return [ray.get(c.futures) for c in calls]
 
 
@@ -114,17 +121,42 @@ class ActorGroup:
         return Calls(self.role, method, [getattr(actor, method).remote(*args, **kwargs) for actor in self.actors],
                      self.timeout_s)
 
+    def call_each(self, method: str, per_rank: list[tuple], num_returns: list[int] | None = None) -> Calls:
+        """`method(*per_rank[rank])` on each worker. With `num_returns`, worker `rank` returns that many objects
+        and its future is their list of references (nothing is fetched until someone reads them)."""
+        futures = []
+        for rank, (actor, args) in enumerate(zip(self.actors, per_rank, strict=True)):
+            bound = getattr(actor, method)
+            if num_returns is not None:
+                bound = bound.options(num_returns=num_returns[rank])
+            futures.append(bound.remote(*args))
+        return Calls(self.role, method, futures, self.timeout_s)
+
+    def shards(self, batch) -> list[list]:
+        """`batch` cut into one contiguous block per worker (`rlhf.sharding`), each put into the object store once,
+        as `call_shards` takes them: per rank, the references of its block's pieces (here one piece)."""
+        return [[ray.put(shard(batch, rank, len(self.actors)))] for rank in range(len(self.actors))]
+
+    def call_shards(self, method: str, shards: list[list], *args) -> Calls:
+        """`method(pieces, *args)` on every worker, `pieces` the references of its own block only
+        (`RoleWorker.rows` joins them): no worker receives another's rows."""
+        return self.call_each(method, [(pieces, *args) for pieces in shards])
+
+    def run_shards(self, method: str, batch, *args) -> list:
+        """`call_shards` on `batch` (which splits evenly over the workers), then every result in rank order."""
+        return gather(self.call_shards(method, self.shards(batch), *args))
+
     def run(self, method: str, *args, **kwargs) -> list:
         """`call`, then wait for every result (rank order)."""
         return gather(self.call(method, *args, **kwargs))
 
     def map_rows(self, method: str, batch, *args) -> Any:
-        """`method(batch, *args)` on every worker, each taking its shard of `batch` and returning one result per
+        """`method(pieces, *args)` on every worker, each reading its block of `batch` and returning one result per
         row: the batch is padded to split evenly over the workers, and the padding's results are dropped."""
         import torch
 
         padded, real = pad_rows(batch, len(self.actors))
-        return torch.cat(self.run(method, ray.put(padded), *args))[:real]
+        return torch.cat(self.run_shards(method, padded, *args))[:real]
 
     def shutdown(self) -> None:
         for actor in self.actors:

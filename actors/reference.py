@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 
-from rlhf.experience import Experience
 from rlhf.models import load_causal_lm
 
 from .frozen import FrozenWorker
@@ -14,5 +13,5 @@ class ReferenceWorker(FrozenWorker):
     def setup(self, model_path: str) -> None:
         self.wrap(lambda: load_causal_lm(model_path, self.dtype))
 
-    def logprobs(self, exp: Experience) -> torch.Tensor:
-        return self.forward_shard(exp, lambda micro: self.response_token_stats(micro)[0])
+    def logprobs(self, pieces: list) -> torch.Tensor:
+        return self.forward_shard(self.rows(pieces), lambda micro: self.response_token_stats(micro)[0])

@@ -8,7 +8,6 @@ from rlhf.forward import sequence_scores, token_scores
 from rlhf.generation import prompt_and_response_texts
 from rlhf.models import load_reward_normalization, load_scalar_model, load_tokenizer, resolve_model_path
 from rlhf.reward_function import call_reward_function, load_reward_function
-from rlhf.sharding import shard
 
 from .frozen import FrozenWorker
 
@@ -30,10 +29,11 @@ class RewardWorker(FrozenWorker):
     def texts(self, exp: Experience) -> tuple[list[str], list[str]]:
         return prompt_and_response_texts(exp, self.policy_tokenizer)
 
-    def scores(self, exp: Experience) -> torch.Tensor:
-        """One score per sample of this rank's shard."""
+    def scores(self, pieces: list) -> torch.Tensor:
+        """One score per sample of this rank's block."""
+        exp = self.rows(pieces)
         if self.function is not None:
-            prompts, responses = self.texts(shard(exp, self.rank, self.world_size))
+            prompts, responses = self.texts(exp)
             return call_reward_function(self.function, self.cfg.reward.function, prompts, responses)
         return self.forward_shard(exp, self._model_scores)
 

@@ -6,7 +6,7 @@ import torch
 
 from rlhf.algo.losses import ranking_batch_loss, ranking_prompt_losses
 from rlhf.algo.rewards import last_token_values
-from rlhf.batches import RankingBatch, TokenBatch, flatten_rankings, unflatten_scores
+from rlhf.batches import RankingBatch, flatten_rankings, unflatten_scores
 from rlhf.models import load_scalar_model
 
 from .trainable import TrainableWorker
@@ -25,23 +25,23 @@ class RewardModelWorker(TrainableWorker):
         ids, mask, valid = flatten_rankings(batch)
         return unflatten_scores(self._scores(ids, mask), valid.to(self.device))
 
-    def train(self, batch: RankingBatch, plan: list) -> dict:
+    def train(self, pieces: list, plan: list) -> dict:
         margin = self.cfg.rm.margin
 
         def micro_loss(micro: RankingBatch, global_prompts: float, update: int, micro_index: int):
             return ranking_batch_loss(self._rewards(micro), micro.ranks.to(self.device), margin, global_prompts)
 
-        return self.run_updates(batch, plan, micro_loss, count=len)
+        return self.run_updates(self.rows(pieces), plan, micro_loss, count=len)
 
-    def validation_rows(self, batch: RankingBatch) -> torch.Tensor:
-        """Per prompt of this rank's shard: (K-wise loss, pair accuracy, pairs), shape (prompts, 3)."""
+    def validation_rows(self, pieces: list) -> torch.Tensor:
+        """Per prompt of this rank's block: (K-wise loss, pair accuracy, pairs), shape (prompts, 3)."""
         def fn(micro: RankingBatch) -> torch.Tensor:
             losses, accuracies, pairs = ranking_prompt_losses(self._rewards(micro), micro.ranks.to(self.device),
                                                               self.cfg.rm.margin)
             return torch.stack([losses.float().cpu(), accuracies.cpu(), pairs], dim=1)
 
-        return self.forward_batches(batch, fn)
+        return self.forward_batches(self.rows(pieces), fn)
 
-    def scores(self, batch: TokenBatch) -> torch.Tensor:
-        """Raw scores of this rank's shard of complete sequences (for bias normalization)."""
-        return self.forward_batches(batch, lambda micro: self._scores(micro.input_ids, micro.attention_mask))
+    def scores(self, pieces: list) -> torch.Tensor:
+        """Raw scores of this rank's block of complete sequences (for bias normalization)."""
+        return self.forward_batches(self.rows(pieces), lambda micro: self._scores(micro.input_ids, micro.attention_mask))

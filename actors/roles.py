@@ -11,8 +11,9 @@ import torch
 
 from rlhf.experience import Experience
 from rlhf.generation import SamplingParams
+from rlhf.sharding import balanced_bounds, covering, piece_bounds, shard_bounds, shard_slice
 
-from .group import ActorDiedError, Calls, RoleError, RoleGroups, RoleSpec, gather, gather_all
+from .group import ActorDiedError, Calls, ResultsLost, RoleError, RoleGroups, RoleSpec, gather, gather_all
 from .policy import PolicyWorker
 from .reference import ReferenceWorker
 from .reward import RewardWorker
@@ -24,6 +25,9 @@ from .weight_sync import METHODS as WEIGHT_SYNC_METHODS
 
 # seconds to wait for the cluster to declare dead the actors of a lost node (Ray's node health checks: about 15 s)
 NODE_LOSS_SETTLE_S = 60.0
+
+# what the trainable ranks get from the driver besides the samples' pieces: scoring's outputs and the advantages
+TRAINED_FIELDS = ("old_logprobs", "reference_logprobs", "values", "advantages", "returns")
 
 # roles that train (every rank writes its part of each checkpoint)
 TRAINABLE_ROLES = ("policy", "value")
@@ -53,9 +57,21 @@ class TrainableRanksLost(RuntimeError):
 
 @dataclass
 class PendingGeneration:
-    """A generation started on the rollout actors: its arguments (to run it again after a recovery) and calls."""
-    args: tuple
+    """A generation started on the rollout actors: each rank's arguments and number of returns (to run it again
+    after a recovery), its calls (futures: the summaries), and where each piece of the samples will be."""
+    args: list[tuple]
+    num_returns: list[int]
     calls: Calls | None
+    pieces: list[tuple[int, int, object]]
+
+
+@dataclass
+class Rollout:
+    """A step's samples. The driver holds `experience` without token ids; the token ids stay in the object store,
+    in `pieces` (start row, stop row, reference) cut so that every scoring and training rank reads exactly its
+    block."""
+    experience: Experience
+    pieces: list[tuple[int, int, object]]
 
 
 @dataclass
@@ -99,42 +115,97 @@ class RoleSet:
 
     # ---- one PPO step ----------------------------------------------------------------------------------------
 
+    def readers(self) -> list:
+        """The groups that read the samples (scoring and training), each rank its own block."""
+        return [g for g in (self.policy, self.reference, self.reward, self.value) if g is not None]
+
     def start_generate(self, prompt_ids, prompt_mask, prompt_index, params: SamplingParams,
                        step: int) -> PendingGeneration:
-        """Each rollout actor starts sampling its share of the prompts (seeded by step and rank); returns at once.
-        Calls on an actor run in order: a weight sync sent after this reaches the rollout actors after it."""
-        args = (prompt_ids, prompt_mask, prompt_index, params, "sampling", step)
-        return PendingGeneration(args, self.rollout.call("generate", *args))
+        """Each rollout actor starts sampling its block of the prompts (split by token counts, seeded by step and
+        rank); returns at once. Calls on an actor run in order: a weight sync sent after this reaches the rollout
+        actors after it."""
+        n = params.n_samples_per_prompt
+        work = (prompt_mask.sum(dim=1) + params.max_new_tokens).tolist()     # what sampling a prompt costs
+        rows = [b * n for b in balanced_bounds(work, len(self.rollout))]
+        cuts = piece_bounds(rows, *[shard_bounds(rows[-1], len(group)) for group in self.readers()])
+        args, num_returns, pieces = [], [], []
+        for start, stop in zip(rows, rows[1:]):
+            mine = [c - start for c in cuts if start <= c <= stop]
+            prompts = slice(start // n, stop // n)
+            args.append((prompt_ids[prompts], prompt_mask[prompts], prompt_index[prompts], params, "sampling", step,
+                         mine))
+            num_returns.append(len(mine))          # the summary, then one object per piece
+            pieces += [(start + a, start + b) for a, b in zip(mine, mine[1:])]
+        pending = PendingGeneration(args, num_returns, None, [])
+        self._launch(pending, pieces)
+        return pending
 
-    def finish_generate(self, pending: PendingGeneration) -> Experience:
-        """The samples of a started generation; if rollout actors were lost and recreated, it runs again on them
-        (same seeds, the current policy weights)."""
+    def _launch(self, pending: PendingGeneration, bounds=None) -> None:
+        bounds = bounds or [(a, b) for a, b, _ in pending.pieces]
+        calls = self.rollout.call_each("generate_pieces", pending.args, pending.num_returns)
+        refs = [ref for returned in calls.futures for ref in returned[1:]]
+        pending.pieces = [(a, b, ref) for (a, b), ref in zip(bounds, refs, strict=True)]
+        pending.calls = Calls(calls.role, calls.method, [returned[0] for returned in calls.futures], calls.timeout_s)
+
+    def finish_generate(self, pending: PendingGeneration) -> Rollout:
+        """The samples of a started generation (the driver fetches only their summaries); if rollout actors were
+        lost and recreated, it runs again on them (same seeds, the current policy weights)."""
         def phase():
-            calls, pending.calls = pending.calls or self.rollout.call("generate", *pending.args), None
+            if pending.calls is None:
+                self._launch(pending)
+            calls, pending.calls = pending.calls, None
             return gather(calls)
 
-        return Experience.concat(self.recovering(phase))
+        return Rollout(Experience.concat(self.recovering(phase)), pending.pieces)
 
-    def score(self, exp: Experience) -> Experience:
-        """Old log-probs (policy), reference log-probs, rewards and values, all roles at once on one shared object."""
-        ref = ray.put(exp)
-        calls = {"old_logprobs": ("policy", ("logprobs", ref)),
-                 "reference_logprobs": (("reference", ("logprobs", ref)) if self.reference is not None
-                                        else ("policy", ("reference_logprobs", ref))),
-                 "scores": ("reward", ("scores", ref))}
+    def shards_of(self, rollout: Rollout, group) -> list[list]:
+        """Per rank of `group`, the references of the pieces of its block."""
+        bounds = shard_bounds(len(rollout.experience), len(group))
+        return [covering(rollout.pieces, a, b) for a, b in zip(bounds, bounds[1:])]
+
+    def score(self, rollout: Rollout) -> Experience:
+        """Old log-probs (policy), reference log-probs, rewards and values, all roles at once, each rank on its
+        block; returns the driver's experience with them."""
+        read = lambda group, method: (group, method, self.shards_of(rollout, group))
+        calls = {"old_logprobs": read(self.policy, "logprobs"),
+                 "reference_logprobs": (read(self.reference, "logprobs") if self.reference is not None
+                                        else read(self.policy, "reference_logprobs")),
+                 "scores": read(self.reward, "scores")}
         if self.value is not None:
-            calls["values"] = ("value", ("values", ref))
-        results = self.recovering(lambda: gather_all(*[self.groups[role].call(*call) for role, call in calls.values()]))
-        return exp.replace(**{name: torch.cat(shards) for name, shards in zip(calls, results)})  # rank order
+            calls["values"] = read(self.value, "values")
+        results = self.recovering(lambda: gather_all(*[group.call_shards(method, shards)
+                                                       for group, method, shards in calls.values()]))
+        return rollout.experience.replace(**{name: torch.cat(shards) for name, shards in zip(calls, results)})
 
-    def train(self, exp: Experience, plan: list, kl_coef: float, ptx=None) -> tuple[dict, dict]:
-        """Policy and value updates run concurrently on the same experience object. Returns the stats and, per
-        role, which of its updates were skipped for a non-finite loss or gradient norm."""
-        ref = ray.put(exp)
+    def train(self, rollout: Rollout, exp: Experience, plan: list, kl_coef: float, ptx=None) -> tuple[dict, dict]:
+        """Policy and value updates run concurrently, each rank on its block: its pieces of the samples and its rows
+        of what scoring and the advantages added (put once per block, shared by both roles). Returns the stats and,
+        per role, which of its updates were skipped for a non-finite loss or gradient norm."""
+        puts = {}
+
+        def args(group, *extra):
+            bounds = shard_bounds(len(exp), len(group))
+            out = []
+            for a, b in zip(bounds, bounds[1:]):
+                if (a, b) not in puts:
+                    puts[(a, b)] = ray.put({name: getattr(exp, name)[a:b] for name in TRAINED_FIELDS
+                                            if getattr(exp, name) is not None})
+                out.append((covering(rollout.pieces, a, b), puts[(a, b)], *extra))
+            return out
+
+        def ptx_shard(rank: int):
+            if ptx is None:
+                return None
+            rows = shard_slice(ptx[0].shape[1], rank, len(self.policy))
+            return ptx[0][:, rows], ptx[1][:, rows]
+
+        policy_args = [(*a, plan, kl_coef, ptx_shard(rank)) for rank, a in enumerate(args(self.policy))]
+        value_args = args(self.value, plan) if self.value is not None else None
+
         def train():
-            calls = [self.policy.call("train", ref, plan, kl_coef, ptx)]
-            if self.value is not None:
-                calls.append(self.value.call("train", ref, plan))
+            calls = [self.policy.call_each("train", policy_args)]
+            if value_args is not None:
+                calls.append(self.value.call_each("train", value_args))
             return gather_all(*calls)
 
         results = self.recovering(train)       # a lost rank here ends the run with one line and errors.log
@@ -144,6 +215,13 @@ class RoleSet:
             stats.update(reduce_train_stats(results[1], "value"))
             skipped["value"] = results[1][0]["skipped"]
         return stats, skipped
+
+    def sample_rows(self, rollout: Rollout, rows: list[int]) -> Experience:
+        """Some rows with their token ids (what the driver logs), read from the pieces that hold them only."""
+        wanted = [(a, b, ref) for a, b, ref in rollout.pieces if any(a <= r < b for r in rows)]
+        parts = ray.get([ref for _, _, ref in wanted])
+        return Experience.concat([part.select([r - a for r in rows if a <= r < b])
+                                  for (a, b, _), part in zip(wanted, parts)])
 
     def sync_weights(self) -> dict:
         """New policy weights into every rollout actor; returns `time/weight_sync` and the policy's extra memory."""
@@ -161,22 +239,26 @@ class RoleSet:
             try:
                 return phase()
             except Exception as error:
-                peer = lost_peer(error)
-                if not isinstance(error, RoleError) and not peer:
+                peer, lost = lost_peer(error), isinstance(error, ResultsLost)
+                if not isinstance(error, RoleError) and not peer and not lost:
                     raise                  # the worker's own error (bad input, a crashing reward function ...)
-                # an actor reported unavailable, or a collective whose peer went away, may be on a node the
-                # cluster has not yet declared lost
-                dead = self.groups.dead_roles(NODE_LOSS_SETTLE_S if isinstance(error, ActorDiedError) or peer else 0.0)
-                if not dead:
+                # an actor reported unavailable, a collective whose peer went away, or samples gone from the object
+                # store may be on a node the cluster has not yet declared lost
+                unavailable = isinstance(error, ActorDiedError) or peer or lost
+                dead = self.groups.dead_roles(NODE_LOSS_SETTLE_S if unavailable else 0.0)
+                if not dead and not lost:
                     raise
                 self._record(error, dead)
-                where = "; ".join(f"{role} actor {rank} on node {self.groups[role].node(rank)}"
-                                  for role, ranks in dead.items() for rank in ranks)
+                where = "; ".join([f"{role} actor {rank} on node {self.groups[role].node(rank)}"
+                                   for role, ranks in dead.items() for rank in ranks]
+                                  + (["this step's samples"] if lost else []))
                 if self.recoveries >= self.cfg.run.max_restarts:
                     raise RecoveryError(f"lost {where} ({error}) after {self.recoveries} recoveries in this run "
                                         "(run.max_restarts): stopping, not looping") from error
                 self.recoveries += 1
-                trainable_lost = any(role not in FROZEN_ROLES for role in dead)
+                # samples lost with their node cannot be made again as they were (async mode: other weights), so
+                # the step is replayed from the last checkpoint like a lost trainable rank
+                trainable_lost = lost or any(role not in FROZEN_ROLES for role in dead)
                 recreate = set(dead)
                 if trainable_lost:
                     recreate |= set(self.trainable())

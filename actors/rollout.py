@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import torch
 
+from rlhf.experience import Experience
 from rlhf.generation import ENGINES, SamplingParams
 from rlhf.models import load_causal_lm, load_tokenizer
 from rlhf.seeding import derive_seed
-from rlhf.sharding import shard_slice
 
 from .base import RoleWorker
 from .memory import release_freed_host_memory
@@ -19,11 +19,18 @@ class RolloutWorker(RoleWorker):
         self.engine = ENGINES[self.cfg.rollout.engine](model, load_tokenizer(tokenizer_path), self.device)
 
     def generate(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, prompt_index: torch.Tensor,
-                 params: SamplingParams, purpose: str, step: int):
-        """Sample this actor's contiguous share of the prompts, seeded by the stream (purpose, step, rank)."""
-        rows = shard_slice(prompt_ids.shape[0], self.rank, self.world_size)
-        return self.engine.generate(prompt_ids[rows], prompt_mask[rows], prompt_index[rows], params,
+                 params: SamplingParams, purpose: str, step: int) -> Experience:
+        """Sample the prompts this actor was given, seeded by the stream (purpose, step, rank)."""
+        return self.engine.generate(prompt_ids, prompt_mask, prompt_index, params,
                                     derive_seed(self.cfg.run.seed, purpose, step, self.rank))
+
+    def generate_pieces(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, prompt_index: torch.Tensor,
+                        params: SamplingParams, purpose: str, step: int, cuts: list[int]) -> tuple:
+        """`generate`, returned as separate objects (called with num_returns = len(cuts)): the samples without
+        token ids for the driver, then the samples cut at `cuts` (row boundaries within this actor's samples, from
+        0 to its row count), one object per piece, each read only by the consumers whose block it is part of."""
+        exp = self.generate(prompt_ids, prompt_mask, prompt_index, params, purpose, step)
+        return (exp.without_tokens(), *[exp.select(slice(a, b)) for a, b in zip(cuts, cuts[1:])])
 
     def load_weights(self, encoded_state: dict) -> None:
         """The object-store way: every tensor at once, by name (the names the collective way sends)."""

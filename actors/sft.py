@@ -22,19 +22,19 @@ class SFTWorker(TrainableWorker):
         ids, attention = batch.input_ids.to(self.device), batch.attention_mask.to(self.device)
         return self.engine(input_ids=ids, attention_mask=attention).logits[:, :-1]
 
-    def train(self, batch: TokenBatch, plan: list) -> dict:
+    def train(self, pieces: list, plan: list) -> dict:
         def micro_loss(micro: TokenBatch, global_tokens: float, update: int, micro_index: int):
             loss = lm_loss(self._logits(micro), micro.input_ids[:, 1:].to(self.device),
                            micro.loss_mask[:, 1:].to(self.device), global_tokens)
             return loss, {"sft/loss": loss.detach()}
 
-        return self.run_updates(batch, plan, micro_loss, count=target_tokens)
+        return self.run_updates(self.rows(pieces), plan, micro_loss, count=target_tokens)
 
-    def validation_rows(self, batch: TokenBatch) -> torch.Tensor:
-        """Per row of this rank's shard: (sum of target-token NLL, number of target tokens), shape (rows, 2)."""
+    def validation_rows(self, pieces: list) -> torch.Tensor:
+        """Per row of this rank's block: (sum of target-token NLL, number of target tokens), shape (rows, 2)."""
         def fn(micro: TokenBatch) -> torch.Tensor:
             mask = micro.loss_mask[:, 1:].to(self.device)
             nll = token_nll(self._logits(micro), micro.input_ids[:, 1:].to(self.device)) * mask
             return torch.stack([nll.sum(dim=1), mask.sum(dim=1)], dim=1)
 
-        return self.forward_batches(batch, fn)
+        return self.forward_batches(self.rows(pieces), fn)

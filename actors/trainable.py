@@ -13,7 +13,7 @@ from rlhf.config import EngineSettings, engine_settings
 from rlhf.deepspeed_config import trainable_config
 from rlhf.lora import adapter_state, add_adapters, is_lora, materialize, plain_model, weight_sources
 from rlhf.optim import ADAMW, warmup_schedule
-from rlhf.sharding import chunks, shard
+from rlhf.sharding import chunks, local_plan
 
 from .base import RoleWorker
 from .guarded_optimizer import GuardedAdamW, GuardedLambdaLR
@@ -68,12 +68,24 @@ class TrainableWorker(RoleWorker):
 
     # ---- training ------------------------------------------------------------------------------------------
 
-    def run_updates(self, exp, plan: list[torch.Tensor], micro_loss, count=None) -> dict:
-        """One optimizer step per minibatch of `plan` (global row indices) of `exp` (any batch with `select`).
+    def global_sum(self, value: float) -> float:
+        """`value` summed over the role's ranks (exact for counts: float64)."""
+        if self.world_size == 1:
+            return float(value)
+        import torch.distributed as dist
 
-        Each rank takes its contiguous part of every minibatch and accumulates over micro-batches.
+        total = torch.tensor([float(value)], dtype=torch.float64, device=self.device)    # NCCL: on the GPU
+        dist.all_reduce(total)
+        return float(total.item())
+
+    def run_updates(self, exp, plan: list[torch.Tensor], micro_loss, count=None) -> dict:
+        """One optimizer step per minibatch of `plan` (global row indices) on `exp`, this rank's block of the batch
+        (any batch with `select`; rank r of W holds rows [r*n, (r+1)*n)).
+
+        Each rank trains on the rows of every minibatch that lie in its block (`minibatch_plan` gives every block
+        the same number) and accumulates over micro-batches.
         `micro_loss(micro, global_tokens, update_index, micro_index)` returns (loss, stats) with token sums already
-        divided by the minibatch's *global* token count. DeepSpeed averages gradients over ranks, so the loss is
+        divided by the minibatch's *global* token count (the ranks' counts summed). DeepSpeed averages gradients over ranks, so the loss is
         multiplied by the world size; accumulation is not rescaled (`scale_wrt_gas=False`). Together: the gradient
         is the same whatever the number of ranks and micro-batches.
         An update whose loss or gradients are not finite on any rank is skipped on every rank (`GuardedAdamW`; or
@@ -87,9 +99,10 @@ class TrainableWorker(RoleWorker):
         sums: dict = defaultdict(float)
         grad_norms, skipped = [], []
         accumulation = self.engine.gradient_accumulation_steps()
-        for update, rows in enumerate(plan):
-            global_tokens = count(exp.select(rows))
-            mine = exp.select(shard(rows, self.rank, self.world_size))
+        start = self.rank * len(exp)
+        for update, rows in enumerate(local_plan(plan, start, start + len(exp))):
+            mine = exp.select(rows)
+            global_tokens = self.global_sum(count(mine))
             micros = list(chunks(mine, self.micro_batch_size))
             assert len(micros) == accumulation, "the config check keeps minibatch = actors x micro x accumulation"
             update_sums, loss_finite, norm = defaultdict(float), True, None

@@ -18,11 +18,13 @@ class ValueWorker(TrainableWorker):
     def _values(self, exp: Experience) -> torch.Tensor:
         return response_values(self.runner, exp, self.device)
 
-    def values(self, exp: Experience) -> torch.Tensor:
-        return self.forward_batches(exp, self._values)
+    def values(self, pieces: list) -> torch.Tensor:
+        return self.forward_batches(self.rows(pieces), self._values)
 
-    def train(self, exp: Experience, plan: list) -> dict:
+    def train(self, pieces: list, scored: dict, plan: list) -> dict:
+        """Value epochs over the minibatches of `plan` on this rank's block (its pieces plus `scored`)."""
         ppo = self.cfg.ppo
+        exp = self.rows(pieces).replace(**scored)
 
         def micro_loss(micro: Experience, global_tokens: float, update: int, micro_index: int):
             return value_objective(self._values(micro), micro, ppo, global_tokens, self.device)

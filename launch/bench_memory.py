@@ -46,7 +46,7 @@ def measure_cell(cfg, path: str, vocab_size: int) -> list[dict]:
     """Peak memory of every policy rank after building the engine and one optimizer step."""
     rows = cfg.rollout_batch_size
     with RoleGroups(cfg, [RoleSpec("policy", PolicyWorker, (path,), distributed=True)]) as groups:
-        groups["policy"].run("train", random_batch(cfg, vocab_size, rows), [torch.arange(rows)], 0.0)
+        groups["policy"].run_shards("train", random_batch(cfg, vocab_size, rows), {}, [torch.arange(rows)], 0.0)
         return groups["policy"].run("peak_memory_mb")
 
 

@@ -134,15 +134,16 @@ class PPOTrainer:
         #      actors. In async mode this step's generation started during the previous step (with the weights
         #      before that step's update), and the next step's starts now, to run while this one trains.
         pending, self.pending = self.pending or self.start_generation(self.step), None
+        #      The samples' token ids stay in the object store; the driver holds the rest (no token ids).
         t = time.perf_counter()
-        experience = self.roles.finish_generate(pending)
+        rollout = self.roles.finish_generate(pending)
         t = phase("generate", t)
         if cfg.rollout.async_ and self.step < cfg.run.num_steps:
             self.prompts_before_pending = self.prompts.stream.state_dict()
             self.pending = self.start_generation(self.step + 1)
 
-        # 3. Score the experience: policy, reference, reward and value actors at the same time.
-        experience = self.roles.score(experience)
+        # 3. Score the samples: policy, reference, reward and value actors at the same time, each rank its block.
+        experience = self.roles.score(rollout)
         t = phase("score", t)
 
         # 4. Advantages: scores -> KL-penalized token rewards -> GAE (or GRPO / RLOO / REINFORCE++).
@@ -154,7 +155,7 @@ class PPOTrainer:
         plan = minibatch_plan(len(experience), cfg.ppo.num_minibatches, cfg.ppo.ppo_epochs,
                               derive_seed(cfg.run.seed, "minibatches", self.step))
         ptx = self.ptx_blocks(len(plan))
-        train_stats, skipped = self.roles.train(experience, plan, self.kl_controller.value, ptx)
+        train_stats, skipped = self.roles.train(rollout, experience, plan, self.kl_controller.value, ptx)
         stats.update(train_stats)
         t = phase("train", t)
         for role, flags in skipped.items():     # updates with a non-finite loss or gradient norm were skipped
@@ -170,8 +171,8 @@ class PPOTrainer:
         stats["run/recoveries"] = self.roles.recoveries       # lost actors recreated in place so far
         timings["time/step"] = time.perf_counter() - start
         stats.update(timings)
-        stats.update(throughput(experience, timings))
-        self.log.log(self.step, stats, self.samples(experience))
+        stats.update(throughput(experience, timings, self.real_tokens(experience)))
+        self.log.log(self.step, stats, self.samples(rollout, experience))
         at_end = self.step == cfg.run.num_steps and cfg.checkpoint.save_at_end
         if (at_end or (cfg.checkpoint.every and self.step % cfg.checkpoint.every == 0)) and self.guard.clean:
             self.save()       # not inside a streak of skipped updates: the last checkpoint stays a good one
@@ -190,14 +191,22 @@ class PPOTrainer:
         ids, mask = self.ptx.next_batch(updates * self.cfg.data.ptx_batch_size)
         return ids.view(updates, self.cfg.data.ptx_batch_size, -1), mask.view(updates, self.cfg.data.ptx_batch_size, -1)
 
-    def samples(self, experience) -> list[dict] | None:
+    def real_tokens(self, experience) -> int:
+        """Prompt and response tokens of the step's samples (the driver holds no token ids: prompt lengths are
+        known from the dataset)."""
+        prompts = sum(len(self.prompts.ids[int(i)]) for i in experience.prompt_index)
+        return prompts + int(experience.response_mask.sum().item())
+
+    def samples(self, rollout, experience) -> list[dict] | None:
         count = self.cfg.logging.num_sample_generations
         if count == 0 or (self.step - 1) % self.cfg.logging.samples_every:
             return None
-        rows = []
         stride = max(1, len(experience) // count)          # spread over prompts (samples of one prompt are adjacent)
-        for i in range(0, min(count * stride, len(experience)), stride):
-            response = experience.responses[i][experience.response_mask[i].bool()]
+        indices = list(range(0, min(count * stride, len(experience)), stride))
+        logged = self.roles.sample_rows(rollout, indices)   # only these rows' token ids come to the driver
+        rows = []
+        for j, i in enumerate(indices):
+            response = logged.responses[j][logged.response_mask[j].bool()]
             rows.append({"prompt": self.prompts.texts[int(experience.prompt_index[i])],
                          "response": self.tokenizer.decode(response, skip_special_tokens=True),
                          "score": float(experience.scores[i])})

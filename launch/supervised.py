@@ -104,7 +104,7 @@ class SupervisedTrainer:
         start = time.perf_counter()
         # 1. the step's batch (seeded order per epoch), 2. one optimizer step on all actors
         batch = self.batch(self.step - 1)
-        per_rank = self.group.run("train", batch, [torch.arange(len(batch))])
+        per_rank = self.group.run_shards("train", batch, [torch.arange(len(batch))])
         stats = reduce_train_stats(per_rank, self.prefix)
         self.guard.observe(self.role, per_rank[0]["skipped"], self.step,
                            last_good_checkpoint(self.checkpoints.latest(), self.stage))

@@ -12,6 +12,10 @@ class _Rows:
     def select(self, rows):
         return dataclasses.replace(self, **{f.name: getattr(self, f.name)[rows] for f in dataclasses.fields(self)})
 
+    @classmethod
+    def concat(cls, parts: list):
+        return cls(**{f.name: torch.cat([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(cls)})
+
     def __len__(self) -> int:
         return getattr(self, dataclasses.fields(self)[0].name).shape[0]
 

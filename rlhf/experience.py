@@ -21,10 +21,11 @@ class Experience:
     rollout_logprobs (B, R)    log-probs of the sampled tokens by the rollout engine's model (0 on padding)
     Filled later by the scoring roles and the core: old_logprobs, reference_logprobs, values, scores (B,),
     rewards, advantages, returns (all (B, R)).
+    The driver holds a batch `without_tokens`: token ids stay with the actors, in the object store.
     """
 
-    sequences: torch.Tensor
-    attention_mask: torch.Tensor
+    sequences: Optional[torch.Tensor]          # None in the driver's view (`without_tokens`)
+    attention_mask: Optional[torch.Tensor]
     response_mask: torch.Tensor
     ends_with_eos: torch.Tensor
     prompt_index: torch.Tensor
@@ -39,7 +40,7 @@ class Experience:
     returns: Optional[torch.Tensor] = None
 
     def __len__(self) -> int:
-        return self.sequences.shape[0]
+        return self.response_mask.shape[0]
 
     @property
     def response_length(self) -> int:
@@ -83,6 +84,10 @@ class Experience:
             else:
                 values[name] = tensor[:, :width]
         return Experience(prompt_length=self.prompt_length - start, **values)
+
+    def without_tokens(self) -> "Experience":
+        """The same rows without token ids and attention mask: what the driver needs for advantages and logs."""
+        return self.replace(sequences=None, attention_mask=None)
 
     def replace(self, **changes) -> "Experience":
         return dataclasses.replace(self, **changes)

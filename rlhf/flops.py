@@ -20,10 +20,12 @@ def matmul_params(model: torch.nn.Module) -> int:
     return total - embedding.numel() + (embedding.numel() if tied else 0)
 
 
-def throughput(exp, timings: dict) -> dict:
-    """samples/s and real (prompt + response) tokens/s of a step, generated tokens/s of its generation phase."""
+def throughput(exp, timings: dict, real_tokens: int | None = None) -> dict:
+    """samples/s and real (prompt + response) tokens/s of a step, generated tokens/s of its generation phase.
+    `real_tokens`: given where `exp` holds no token ids (the driver's view), else counted from its attention mask."""
+    tokens = exp.attention_mask.sum().item() if real_tokens is None else real_tokens
     return {"throughput/samples_per_s": len(exp) / timings["time/step"],
-            "throughput/tokens_per_s": exp.attention_mask.sum().item() / timings["time/step"],
+            "throughput/tokens_per_s": tokens / timings["time/step"],
             "throughput/generated_tokens_per_s": exp.response_mask.sum().item() / timings["time/generate"]}
 
 

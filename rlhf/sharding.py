@@ -1,6 +1,10 @@
 """The one way a batch is split across data-parallel ranks: contiguous, equal blocks in rank order. A batch that does
 not split evenly is an error here (the config check refuses such sizes up front); callers whose sizes are not
-up to the config (validation sets, scoring an arbitrary list) pad with `pad_rows` and trim the results."""
+up to the config (validation sets, scoring an arbitrary list) pad with `pad_rows` and trim the results.
+
+The driver does the splitting: each actor receives only its block. A batch made by several producers (the rollout
+actors) is cut into pieces at every boundary any consumer group needs (`piece_bounds`), so each consumer rank reads
+exactly the pieces of its block; rollout prompts are split by token counts (`balanced_bounds`)."""
 from __future__ import annotations
 
 import torch
@@ -14,6 +18,45 @@ def shard_slice(num_rows: int, rank: int, world_size: int) -> slice:
     return slice(rank * size, (rank + 1) * size)
 
 
+def shard_bounds(num_rows: int, world_size: int) -> list[int]:
+    """Row boundaries of `world_size` equal contiguous blocks: [0, n/W, 2n/W, ..., n]."""
+    return [shard_slice(num_rows, rank, world_size).start for rank in range(world_size)] + [num_rows]
+
+
+def balanced_bounds(weights: list[float], parts: int) -> list[int]:
+    """Boundaries of `parts` contiguous blocks of items whose weight sums are as equal as the order allows: block k
+    ends where the running sum is nearest k/parts of the total. Each block gets at least one item while there are
+    enough (fewer items than parts: the last blocks are empty); with equal weights the blocks are equal."""
+    n = len(weights)
+    running = [0.0]
+    for weight in weights:
+        running.append(running[-1] + float(weight))
+    bounds = [0]
+    for k in range(1, parts):
+        low, high = min(n, bounds[-1] + 1), max(min(n, bounds[-1] + 1), n - (parts - k))
+        target = running[n] * k / parts
+        bounds.append(min(range(low, high + 1), key=lambda i: (abs(running[i] - target), i)))
+    return bounds + [n]
+
+
+def piece_bounds(*bounds: list[int]) -> list[int]:
+    """The finest common cut of several splittings of the same rows (each a list of boundaries from 0 to n)."""
+    return sorted(set().union(*bounds))
+
+
+def covering(pieces: list[tuple[int, int, object]], start: int, stop: int) -> list:
+    """The items of the (start, stop, item) pieces that make up rows [start, stop) exactly, in order."""
+    inside = [item for a, b, item in pieces if start <= a and b <= stop and a < b]
+    if sum(b - a for a, b, _ in pieces if start <= a and b <= stop) != stop - start:
+        raise ValueError(f"rows {start}-{stop} are not a union of pieces {[(a, b) for a, b, _ in pieces]}")
+    return inside
+
+
+def local_plan(plan: list[torch.Tensor], start: int, stop: int) -> list[torch.Tensor]:
+    """Each minibatch of `plan` (global row indices) restricted to the block [start, stop), as indices into it."""
+    return [rows[(rows >= start) & (rows < stop)] - start for rows in plan]
+
+
 def take(batch, rows):
     """Rows of a tensor, or of a batch object with `select` (Experience, TokenBatch, RankingBatch)."""
     return batch[rows] if isinstance(batch, torch.Tensor) else batch.select(rows)
@@ -22,6 +65,15 @@ def take(batch, rows):
 def shard(batch, rank: int, world_size: int):
     """The contiguous block of `batch` that rank `rank` owns."""
     return take(batch, shard_slice(len(batch), rank, world_size))
+
+
+def concat(parts: list):
+    """Row blocks of one batch type joined in order (tensors, `Experience`, `TokenBatch`, `RankingBatch`)."""
+    if len(parts) == 1:
+        return parts[0]
+    if isinstance(parts[0], torch.Tensor):
+        return torch.cat(parts)
+    return type(parts[0]).concat(parts)
 
 
 def chunks(batch, size: int):

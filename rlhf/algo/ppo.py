@@ -50,18 +50,25 @@ def compute_advantages(exp: Experience, ppo, reward_cfg, kl_coef: float, group_s
 
 
 def minibatch_plan(batch_size: int, num_minibatches: int, epochs: int, seed: int) -> list[torch.Tensor]:
-    """Row indices of every minibatch of every epoch: a fresh seeded permutation per epoch, cut into equal parts.
+    """Row indices of every minibatch of every epoch, stratified: per epoch, each run of `num_minibatches`
+    consecutive rows is shuffled (seeded) and deals one row to each minibatch; the minibatches are then taken in a
+    seeded order.
 
-    The plan depends only on (batch_size, seed), so every data-parallel layout trains on the same minibatches.
-    Every row is used once per epoch: a batch that does not split into equal minibatches is refused.
+    Why stratified: a data-parallel rank owns a contiguous block of the batch (`rlhf.sharding`) whose size is a
+    multiple of `num_minibatches` (minibatch = ranks x micro x accumulation), so it holds the same number of rows of
+    every minibatch as every other rank, and trains on its own block only: no rank needs another's rows. The plan
+    depends only on (batch_size, seed), so every data-parallel layout trains on the same minibatches. Every row is
+    used once per epoch: a batch that does not split into equal minibatches is refused.
     """
     if batch_size % num_minibatches:
         raise ValueError(f"{batch_size} rows do not split into {num_minibatches} equal minibatches")
     generator = torch.Generator().manual_seed(seed)
-    size = batch_size // num_minibatches
+    runs = batch_size // num_minibatches
     plan = []
     for _ in range(epochs):
-        order = torch.randperm(batch_size, generator=generator)
-        plan += [order[i * size:(i + 1) * size] for i in range(num_minibatches)]
+        # deal[r, m]: the row of run r that goes to minibatch m
+        deal = torch.stack([torch.randperm(num_minibatches, generator=generator) for _ in range(runs)])
+        deal += torch.arange(runs).unsqueeze(1) * num_minibatches
+        order = torch.randperm(num_minibatches, generator=generator)
+        plan += [deal[:, m] for m in order.tolist()]
     return plan
-

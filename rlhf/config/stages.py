@@ -54,9 +54,9 @@ def check_ppo(cfg: Config) -> None:
         actors = getattr(cfg.actors, role).num_actors
         if batch % actors:
             _stage_fail(f"actors.{role}.num_actors", f"rollout batch {batch} is not divisible by {actors} actors")
-    if cfg.rollout.prompts_per_step % cfg.actors.rollout.num_actors:
-        _stage_fail("actors.rollout.num_actors", f"prompts_per_step {cfg.rollout.prompts_per_step} is not "
-                    f"divisible by {cfg.actors.rollout.num_actors} rollout actors")
+    if cfg.rollout.prompts_per_step < cfg.actors.rollout.num_actors:
+        _stage_fail("actors.rollout.num_actors", f"{cfg.actors.rollout.num_actors} rollout actors for "
+                    f"{cfg.rollout.prompts_per_step} prompts per step (rollout.prompts_per_step): some would be idle")
     if cfg.data.ptx is not None and p.ptx_coef > 0 and cfg.data.ptx_batch_size % cfg.actors.policy.num_actors:
         _stage_fail("data.ptx_batch_size", f"not divisible by {cfg.actors.policy.num_actors} policy actors")
     active = cfg.active_roles()

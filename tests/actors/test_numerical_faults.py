@@ -45,7 +45,7 @@ def test_a_nan_on_one_rank_skips_the_update_on_all(ray_cluster, tmp_path, model_
 
         def run(updates):
             policy.run("load_checkpoint", str(tmp_path / "initial"))
-            results = [policy.run("train", batch, [rows], 0.0, None) for batch in updates]
+            results = [policy.run_shards("train", batch, {}, [rows], 0.0, None) for batch in updates]
             return results, weights_of_every_rank(policy, stage)
 
         guarded, guarded_weights = run([clean, bad, clean])

@@ -93,10 +93,10 @@ def test_zero3_reference_matches_plain_replica(ray_cluster, tmp_path, model_cach
     plain_cfg = small_config(tmp_path, model_cache, deepspeed__frozen_zero_stage=0)
     plain = ReferenceWorker(plain_cfg.model_dump(mode="json"), "reference", 0, 1, 1)
     plain.setup(path)
-    replica = plain.logprobs(exp)
+    replica = plain.logprobs([ray.put(exp)])
     cfg = small_config(tmp_path, model_cache, deepspeed__frozen_zero_stage=3)
     with start(cfg, "reference", ReferenceWorker, 2, True, path) as groups:
-        sharded = torch.cat(groups["reference"].run("logprobs", exp))
+        sharded = torch.cat(groups["reference"].run_shards("logprobs", exp))
     assert replica.shape == exp.response_mask.shape
     assert torch.allclose(replica, sharded, atol=1e-5)
 
@@ -132,7 +132,7 @@ def test_weight_sync_from_zero3_policy_both_ways(ray_cluster, tmp_path, model_ca
         zeros = torch.zeros_like(exp.response_mask)
         exp = exp.replace(old_logprobs=zeros, reference_logprobs=zeros,
                           advantages=torch.randn(zeros.shape, generator=torch.Generator().manual_seed(0)))
-        policy.run("train", exp, [torch.arange(len(exp))], 0.0, None)
+        policy.run_shards("train", exp, {}, [torch.arange(len(exp))], 0.0, None)
         trained = {}
         collective_spec = [RoleSpec("rollout", RolloutWorker, (other_path, other_path), resources=RoleResources(num_actors=2))]
         with RoleGroups(cfg, collective_spec) as second:
@@ -160,7 +160,7 @@ def test_scalar_head_reward_model_scores_last_token(ray_cluster, tmp_path, model
     with start(cfg, "reward", RewardWorker, 2, False, path) as groups:
         tokenizer = load_tokenizer(path)
         exp = experience(tokenizer, path)
-        scores = torch.cat(groups["reward"].run("scores", exp))
+        scores = torch.cat(groups["reward"].run_shards("scores", exp))
         row = 1
         real = exp.attention_mask[row].bool()
         expected = rm(input_ids=exp.sequences[row][real].unsqueeze(0)).logits[0, -1, 0]
@@ -168,7 +168,7 @@ def test_scalar_head_reward_model_scores_last_token(ray_cluster, tmp_path, model
         # bias normalization saved with the model is applied wherever it scores (read when the model is loaded)
         save_reward_normalization(reward_dir, shift=2.0, scale=4.0, reference="test")
         groups["reward"].run("setup", path)
-        normalized = torch.cat(groups["reward"].run("scores", exp))
+        normalized = torch.cat(groups["reward"].run_shards("scores", exp))
         assert torch.allclose(normalized, (scores - 2.0) / 4.0, atol=1e-5)
 
 

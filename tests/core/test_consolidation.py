@@ -10,7 +10,8 @@ from rlhf.config import (Config, ConfigError, PPOConfig, RewardConfig, RolloutCo
 from rlhf.experience import Experience
 from rlhf.generation import ENGINES
 from rlhf.seeding import PURPOSES, derive_seed
-from rlhf.sharding import pad_rows, shard, shard_slice
+from rlhf.sharding import (balanced_bounds, concat, covering, local_plan, pad_rows, piece_bounds, shard, shard_bounds,
+                           shard_slice)
 
 
 def test_seed_is_a_pure_function_of_seed_purpose_step_and_rank():
@@ -45,6 +46,40 @@ def test_minibatch_plan_uses_every_row_once_per_epoch_and_depends_only_on_the_se
     assert not all(torch.equal(a, b) for a, b in zip(plan, minibatch_plan(6, 2, 2, seed=124)))
     with pytest.raises(ValueError, match="6 rows do not split into 4 equal minibatches"):
         minibatch_plan(6, 4, 1, seed=0)
+
+
+def test_minibatch_plan_gives_every_rank_block_an_equal_share_of_every_minibatch():
+    # 24 rows, 3 minibatches of 8: valid layouts have 1, 2, 4 or 8 ranks (minibatch = ranks x micro x accumulation)
+    plan = minibatch_plan(24, 3, 2, seed=7)
+    for rows in plan:
+        # one row of each run of 3 consecutive rows
+        assert sorted((rows // 3).tolist()) == list(range(8))
+    for world in (1, 2, 4, 8):
+        for rank in range(world):
+            block = shard_slice(24, rank, world)
+            mine = local_plan(plan, block.start, block.stop)
+            assert [len(m) for m in mine] == [8 // world] * 6
+            assert all(((m >= 0) & (m < 24 // world)).all() for m in mine)
+    # the ranks' parts of a minibatch put back together are the minibatch
+    parts = [local_plan(plan, r * 6, (r + 1) * 6)[0] + r * 6 for r in range(4)]
+    assert sorted(torch.cat(parts).tolist()) == sorted(plan[0].tolist())
+
+
+def test_pieces_cut_so_every_consumer_reads_exactly_its_block():
+    assert shard_bounds(12, 3) == [0, 4, 8, 12]
+    cuts = piece_bounds(shard_bounds(12, 2), shard_bounds(12, 3), [0, 5, 12])
+    assert cuts == [0, 4, 5, 6, 8, 12]
+    pieces = [(a, b, f"{a}-{b}") for a, b in zip(cuts, cuts[1:])]
+    assert covering(pieces, 4, 8) == ["4-5", "5-6", "6-8"]
+    assert covering(pieces, 0, 12)[0] == "0-4"
+    with pytest.raises(ValueError, match="rows 3-8 are not a union of pieces"):
+        covering(pieces, 3, 8)
+    # prompts split by token counts, contiguous; equal weights split equally
+    assert balanced_bounds([1] * 8, 4) == [0, 2, 4, 6, 8]
+    assert balanced_bounds([5, 1, 1, 1, 1, 1], 2) == [0, 1, 6]
+    assert balanced_bounds([3, 1, 1, 1], 3) == [0, 1, 2, 4]
+    assert balanced_bounds([1, 1], 4) == [0, 1, 2, 2, 2]
+    assert concat([torch.tensor([1]), torch.tensor([2, 3])]).tolist() == [1, 2, 3]
 
 
 def two_samples(values=None) -> Experience:
