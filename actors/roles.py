@@ -11,7 +11,7 @@ import torch
 
 from rlhf.experience import Experience
 from rlhf.generation import SamplingParams
-from rlhf.sharding import balanced_bounds, covering, piece_bounds, shard_bounds, shard_slice
+from rlhf.sharding import covering, sample_layout, shard_bounds, shard_slice
 
 from .group import ActorDiedError, Calls, ResultsLost, RoleError, RoleGroups, RoleSpec, gather, gather_all
 from .policy import PolicyWorker
@@ -126,8 +126,7 @@ class RoleSet:
         actors after it."""
         n = params.n_samples_per_prompt
         work = (prompt_mask.sum(dim=1) + params.max_new_tokens).tolist()     # what sampling a prompt costs
-        rows = [b * n for b in balanced_bounds(work, len(self.rollout))]
-        cuts = piece_bounds(rows, *[shard_bounds(rows[-1], len(group)) for group in self.readers()])
+        rows, cuts = sample_layout(work, n, len(self.rollout), [len(group) for group in self.readers()])
         args, num_returns, pieces = [], [], []
         for start, stop in zip(rows, rows[1:]):
             mine = [c - start for c in cuts if start <= c <= stop]

@@ -44,6 +44,17 @@ def piece_bounds(*bounds: list[int]) -> list[int]:
     return sorted(set().union(*bounds))
 
 
+def sample_layout(prompt_work: list[float], samples_per_prompt: int, producers: int,
+                  readers: list[int]) -> tuple[list[int], list[int]]:
+    """Where a batch of samples is made and how it is cut: `producers` actors each sample a contiguous block of the
+    prompts (balanced by `prompt_work`, what sampling each costs), `samples_per_prompt` adjacent rows per prompt;
+    `readers` are the rank counts of the groups that read the rows, each rank its equal block. Returns the
+    producers' row boundaries and the cut points: every producer's block and every reader's block is a union of
+    the pieces between consecutive cuts."""
+    rows = [b * samples_per_prompt for b in balanced_bounds(prompt_work, producers)]
+    return rows, piece_bounds(rows, *[shard_bounds(rows[-1], count) for count in readers])
+
+
 def covering(pieces: list[tuple[int, int, object]], start: int, stop: int) -> list:
     """The items of the (start, stop, item) pieces that make up rows [start, stop) exactly, in order."""
     inside = [item for a, b, item in pieces if start <= a and b <= stop and a < b]

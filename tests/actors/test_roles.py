@@ -6,7 +6,7 @@ import pytest
 import ray
 import torch
 
-from actors.group import RoleError, RoleGroups, RoleSpec
+from actors.group import Calls, ResultsLost, RoleError, RoleGroups, RoleSpec, gather
 from actors.placement import PlacementError, create_placement_groups, remove_groups
 from actors.policy import PolicyWorker
 from actors.reference import ReferenceWorker
@@ -62,6 +62,23 @@ def test_group_calls_in_rank_order_restarts_and_rejects_impossible_placement(ray
         workers.timeout_s = 900
         workers.restart()
         assert workers.run("ready") == [True, True]
+        # the driver splits: each worker receives its own block only, whole or in pieces, in order
+        assert workers.run_shards("received", torch.arange(6)) == [[0, 1, 2], [3, 4, 5]]
+        pieces = [[ray.put(torch.arange(0, 2)), ray.put(torch.arange(2, 3))], [ray.put(torch.arange(3, 6))]]
+        assert gather(workers.call_shards("received", pieces)) == [[0, 1, 2], [3, 4, 5]]
+        # a piece gone from the object store (here its owner died) is told apart from the worker's own errors
+        [orphan] = ray.get(workers.actors[1].own.remote(300_000))
+        ray.kill(workers.actors[1])
+        assert groups.dead_roles(settle_s=30) == {"rollout": [1]}      # gone before anyone reads what it owned
+        deadline = time.monotonic() + 60           # the owner's death reaches the object store within seconds
+        while True:
+            try:
+                gather(Calls("rollout", "received", [workers.actors[0].received.remote([orphan])]))
+            except ResultsLost as error:
+                assert "rollout actor 0 (received): a piece of the batch was lost" in str(error)
+                break
+            assert time.monotonic() < deadline, "the orphaned piece is still readable"
+            time.sleep(0.5)
     # more than the cluster has in all fails at once, whatever the timeout; what fits but is taken waits it out
     with pytest.raises(PlacementError, match=r"the run asks for 24 CPU in all \(policy 3 x \(8 CPU\)\) but the "
                                              r"cluster has 12 CPU"):

@@ -10,8 +10,8 @@ from rlhf.config import (Config, ConfigError, PPOConfig, RewardConfig, RolloutCo
 from rlhf.experience import Experience
 from rlhf.generation import ENGINES
 from rlhf.seeding import PURPOSES, derive_seed
-from rlhf.sharding import (balanced_bounds, concat, covering, local_plan, pad_rows, piece_bounds, shard, shard_bounds,
-                           shard_slice)
+from rlhf.sharding import (balanced_bounds, concat, covering, local_plan, pad_rows, piece_bounds, sample_layout, shard,
+                           shard_bounds, shard_slice)
 
 
 def test_seed_is_a_pure_function_of_seed_purpose_step_and_rank():
@@ -80,6 +80,10 @@ def test_pieces_cut_so_every_consumer_reads_exactly_its_block():
     assert balanced_bounds([3, 1, 1, 1], 3) == [0, 1, 2, 4]
     assert balanced_bounds([1, 1], 4) == [0, 1, 2, 2, 2]
     assert concat([torch.tensor([1]), torch.tensor([2, 3])]).tolist() == [1, 2, 3]
+    # 3 prompts x 2 samples, the first prompt twice the work: 2 rollout actors sample prompts [0] and [1, 2]
+    # (rows 0-2 and 2-6); readers with 2 and 3 ranks read rows 0-3 / 3-6 and 0-2 / 2-4 / 4-6
+    rows, cuts = sample_layout([40, 20, 20], 2, 2, [2, 3, 1])
+    assert rows == [0, 2, 6] and cuts == [0, 2, 3, 4, 6]
 
 
 def two_samples(values=None) -> Experience:
