@@ -33,6 +33,7 @@ class RoleWorker:
         torch.manual_seed(derive_seed(self.cfg.run.seed, "model_init"))
         torch.set_num_threads(num_threads)
         os.environ["OMP_NUM_THREADS"] = str(num_threads)
+        self.threads, self.phase_threads = num_threads, {}
         self.device = default_device()
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
@@ -49,6 +50,20 @@ class RoleWorker:
     def sees(self, path: str) -> bool:
         """Whether `path` exists from this actor's node (the shared-filesystem probe of the run directory)."""
         return os.path.exists(path)
+
+    def cores(self) -> int:
+        """The CPU cores this actor's process may run on."""
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+    def set_phase_threads(self, threads: dict[str, int]) -> None:
+        """Torch threads for each phase this actor works in (`rlhf.placement_rules.phase_threads`)."""
+        self.phase_threads = dict(threads)
+
+    def use_threads(self, phase: str) -> None:
+        """Run the coming work with `phase`'s thread count (this actor's own without one)."""
+        wanted = self.phase_threads.get(phase, self.threads)
+        if torch.get_num_threads() != wanted:
+            torch.set_num_threads(wanted)
 
     def address(self) -> tuple[str, int]:
         """This node's address and a free port, for rank 0 to host the group's rendezvous."""

@@ -19,6 +19,7 @@ class PolicyWorker(TrainableWorker):
 
     def logprobs(self, pieces: list) -> torch.Tensor:
         """log pi(a_t) of the sampled tokens of this rank's block (logits / temperature)."""
+        self.use_threads("score")
         return self.forward_batches(self.rows(pieces), lambda micro: self.response_token_stats(micro)[0])
 
     def reference_logprobs(self, pieces: list) -> torch.Tensor:
@@ -32,6 +33,7 @@ class PolicyWorker(TrainableWorker):
         (the block's old/reference log-probs, values, advantages, returns from the driver). `ptx` = (input_ids,
         mask), each (updates, this rank's rows, length): its rows of one pretraining block per optimizer step."""
         ppo = self.cfg.ppo
+        self.use_threads("train")
         exp = self.rows(pieces).replace(**scored)
 
         def micro_loss(micro: Experience, global_tokens: float, update: int, micro_index: int):

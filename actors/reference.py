@@ -14,4 +14,5 @@ class ReferenceWorker(FrozenWorker):
         self.wrap(lambda: load_causal_lm(model_path, self.dtype))
 
     def logprobs(self, pieces: list) -> torch.Tensor:
+        self.use_threads("score")
         return self.forward_shard(self.rows(pieces), lambda micro: self.response_token_stats(micro)[0])

@@ -31,6 +31,7 @@ class RewardWorker(FrozenWorker):
 
     def scores(self, pieces: list) -> torch.Tensor:
         """One score per sample of this rank's block."""
+        self.use_threads("score")
         exp = self.rows(pieces)
         if self.function is not None:
             prompts, responses = self.texts(exp)

@@ -11,6 +11,7 @@ import torch
 
 from rlhf.experience import Experience
 from rlhf.generation import SamplingParams
+from rlhf.placement_rules import phase_threads
 from rlhf.sharding import covering, sample_layout, shard_bounds, shard_slice
 
 from .group import ActorDiedError, Calls, ResultsLost, RoleError, RoleGroups, RoleSpec, gather, gather_all
@@ -109,9 +110,26 @@ class RoleSet:
         self.reference = self.groups.get("reference")
         try:
             self.weight_sync = WEIGHT_SYNC_METHODS[cfg.rollout.weight_sync](self.policy, self.rollout, cfg)
+            self.apply_phase_threads()
         except BaseException:
             self.groups.shutdown()
             raise
+
+    def apply_phase_threads(self) -> None:
+        """In synchronous mode, each actor's torch threads per phase (`rlhf.placement_rules.phase_threads`): the
+        phases run one after another, so a phase's actors may use what the run reserved on their node."""
+        if not self.cfg.actors.phase_threads or self.cfg.rollout.async_:
+            return
+        groups = self.groups.groups
+        cores = {}
+        for role, group in groups.items():
+            for node, count in zip(group.nodes, group.run("cores")):
+                cores[node] = count
+        actors = [(role, rank, node, getattr(self.cfg.actors, role).num_cpus)
+                  for role, group in groups.items() for rank, node in enumerate(group.nodes)]
+        plan = phase_threads(actors, cores)
+        gather_all(*[group.call_each("set_phase_threads", [(plan.get((role, rank), {}),) for rank in range(len(group))])
+                     for role, group in groups.items()])
 
     # ---- one PPO step ----------------------------------------------------------------------------------------
 
@@ -267,6 +285,7 @@ class RoleSet:
                       f"({self.recoveries} of at most {self.cfg.run.max_restarts})", flush=True)
                 for role in sorted(recreate):
                     self.groups.recreate(role)
+                self.apply_phase_threads()          # the new actors may be on other nodes
                 if trainable_lost:
                     self.weight_sync = WEIGHT_SYNC_METHODS[self.cfg.rollout.weight_sync](self.policy, self.rollout,
                                                                                          self.cfg)

@@ -29,6 +29,7 @@ class RolloutWorker(RoleWorker):
         """`generate`, returned as separate objects (called with num_returns = len(cuts)): the samples without
         token ids for the driver, then the samples cut at `cuts` (row boundaries within this actor's samples, from
         0 to its row count), one object per piece, each read only by the consumers whose block it is part of."""
+        self.use_threads("generate")
         exp = self.generate(prompt_ids, prompt_mask, prompt_index, params, purpose, step)
         return (exp.without_tokens(), *[exp.select(slice(a, b)) for a, b in zip(cuts, cuts[1:])])
 

@@ -19,11 +19,13 @@ class ValueWorker(TrainableWorker):
         return response_values(self.runner, exp, self.device)
 
     def values(self, pieces: list) -> torch.Tensor:
+        self.use_threads("score")
         return self.forward_batches(self.rows(pieces), self._values)
 
     def train(self, pieces: list, scored: dict, plan: list) -> dict:
         """Value epochs over the minibatches of `plan` on this rank's block (its pieces plus `scored`)."""
         ppo = self.cfg.ppo
+        self.use_threads("train")
         exp = self.rows(pieces).replace(**scored)
 
         def micro_loss(micro: Experience, global_tokens: float, update: int, micro_index: int):

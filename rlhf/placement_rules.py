@@ -1,5 +1,5 @@
-"""Which roles share placement bundles, and the GPU placements that cannot work (pure; Ray places them in
-`actors/placement.py`). Two ranks of one NCCL communicator must never share a GPU: NCCL refuses a duplicate device."""
+"""Which roles share placement bundles, the GPU placements that cannot work, and how many threads each actor runs
+per phase (pure; Ray places them in `actors/placement.py`). Two ranks of one NCCL communicator must never share a GPU: NCCL refuses a duplicate device."""
 from __future__ import annotations
 
 
@@ -84,3 +84,29 @@ def gpu_placement_problem(cfg, roles: list[str]) -> tuple[str, str] | None:
                     "GPU lets two of them share a device; give policy and rollout actors whole GPUs, or use "
                     "rollout.weight_sync: object_store")
     return None
+
+
+# the roles that work in each phase of a synchronous PPO step
+PHASE_ROLES = {"generate": ("rollout",), "score": ("policy", "reference", "reward", "value"),
+               "train": ("policy", "value")}
+
+
+def phase_threads(actors: list[tuple[str, int, str, float]], node_cores: dict[str, int]) -> dict[tuple, dict]:
+    """(role, rank) -> {phase: torch threads} for the phases its role works in (`PHASE_ROLES`).
+
+    `actors`: (role, rank, node, num_cpus) of every actor of the run; `node_cores`: the cores of each node. On a
+    node the run may use what it reserved there (the sum of its actors' num_cpus), at most the node's cores; in a
+    phase, the actors of that phase on the node share it in proportion to their num_cpus, each getting at least
+    its own num_cpus (and at least 1). The phases run one after another, so nothing is oversubscribed."""
+    reserved: dict[str, float] = {}
+    for _, _, node, cpus in actors:
+        reserved[node] = reserved.get(node, 0.0) + cpus
+    out: dict[tuple, dict] = {}
+    for phase, roles in PHASE_ROLES.items():
+        working = [a for a in actors if a[0] in roles]
+        for role, rank, node, cpus in working:
+            budget = min(reserved[node], node_cores[node])
+            sharing = sum(c for r, _, n, c in working if n == node)
+            share = budget * cpus / sharing if sharing > 0 else 0.0
+            out.setdefault((role, rank), {})[phase] = max(1, int(cpus), int(share))
+    return out

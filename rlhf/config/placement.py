@@ -14,7 +14,8 @@ class RoleResources(Section):
     num_actors: int = Field(1, ge=1)
     """Ray actors of this role (data-parallel ranks for trainable roles)."""
     num_cpus: float = Field(1.0, ge=0)
-    """CPUs reserved per actor; also its torch thread count (at least 1)."""
+    """CPUs reserved per actor; also its torch thread count (at least 1; more in a phase where others of the run wait:
+    actors.phase_threads)."""
     num_gpus: float = Field(0.0, ge=0)
     """GPUs per actor (fractions let colocated roles share a GPU)."""
     colocate_with: Optional[str] = None
@@ -30,6 +31,11 @@ class ActorsConfig(Section):
     reference: RoleResources = RoleResources()
     reward: RoleResources = RoleResources()
     rollout: RoleResources = RoleResources()
+    phase_threads: bool = True
+    """Synchronous PPO runs its phases one after another (generate, score, train): an actor working while others of
+    the run on its node wait uses their reserved CPUs too (torch threads per phase, shared in proportion to
+    num_cpus among the phase's actors on the node, at most the node's cores). false: every actor always runs
+    num_cpus threads (also what asynchronous mode does: there the phases overlap)."""
 
 
 class ZeroSettings(Section):

@@ -57,3 +57,20 @@ def test_phase_flops_and_matmul_params_by_hand():
     # the untied LM head multiplies, the input embedding is a lookup; the scalar head is h + 1
     assert matmul_params(meta_model("tiny", False)) == vocab * h + layers * per_layer + h
     assert matmul_params(meta_model("tiny", True)) == layers * per_layer + h + h + 1
+
+
+def test_phase_threads_share_what_the_run_reserved_on_each_node_among_the_phase_actors():
+    from rlhf.placement_rules import phase_threads
+
+    # node A: 2 cores, 4 CPUs reserved by the run; node B: 16 cores, 3 reserved
+    actors = [("rollout", 0, "A", 1), ("policy", 0, "A", 1), ("reference", 0, "A", 1), ("reward", 0, "A", 1),
+              ("policy", 1, "B", 1), ("value", 0, "B", 2)]
+    assert phase_threads(actors, {"A": 2, "B": 16}) == {
+        ("rollout", 0): {"generate": 2},                  # alone on A while it generates: A's 2 cores
+        ("policy", 0): {"score": 1, "train": 2},          # scores beside reference and reward; trains alone on A
+        ("reference", 0): {"score": 1}, ("reward", 0): {"score": 1},
+        ("policy", 1): {"score": 1, "train": 1},          # B's 3 reserved CPUs shared 1:2 with the value actor
+        ("value", 0): {"score": 2, "train": 2},
+    }
+    # never fewer threads than an actor reserved, even on a crowded node
+    assert phase_threads([("policy", 0, "A", 4), ("value", 0, "A", 4)], {"A": 2})[("policy", 0)]["train"] == 4
