@@ -118,6 +118,7 @@ class RoleSet:
     def apply_phase_threads(self) -> None:
         """In synchronous mode, each actor's torch threads per phase (`rlhf.placement_rules.phase_threads`): the
         phases run one after another, so a phase's actors may use what the run reserved on their node."""
+        self.phase_plan: dict = {}
         if not self.cfg.actors.phase_threads or self.cfg.rollout.async_:
             return
         groups = self.groups.groups
@@ -127,7 +128,7 @@ class RoleSet:
                 cores[node] = count
         actors = [(role, rank, node, getattr(self.cfg.actors, role).num_cpus)
                   for role, group in groups.items() for rank, node in enumerate(group.nodes)]
-        plan = phase_threads(actors, cores)
+        self.phase_plan = plan = phase_threads(actors, cores)
         gather_all(*[group.call_each("set_phase_threads", [(plan.get((role, rank), {}),) for rank in range(len(group))])
                      for role, group in groups.items()])
 

@@ -72,11 +72,12 @@ def medians(rows: list[dict]) -> dict:
     return {key: statistics.median(row[key] for row in rows if key in row) for key in keys}
 
 
-def run_distributed(cfg) -> tuple[list[dict], dict]:
-    """The workload on the actors: the metrics of every step, and peak memory per actor."""
+def run_distributed(cfg) -> tuple[list[dict], dict, dict]:
+    """The workload on the actors: the metrics of every step, peak memory per actor, and the threads each actor ran
+    per phase ((role, rank) -> {phase: threads}; empty when every actor ran its num_cpus)."""
     trainer = PPOTrainer(cfg)
     trainer.run()
-    return read_metrics(trainer.run_dir), trainer.peak_memory
+    return read_metrics(trainer.run_dir), trainer.peak_memory, trainer.phase_threads
 
 
 def run_floor(cfg, threads: int) -> list[dict]:
@@ -126,7 +127,7 @@ def run_bench(cfg, steps: int = 4, explicit_overrides: list[str] | None = None, 
     for variant, tree in WORKLOADS[workload].items():
         name = workload if variant == workload else f"{workload}/{variant}"
         vcfg = bench_config(cfg, tree, steps, explicit_overrides)
-        rows, memory = run_distributed(vcfg)
+        rows, memory, phase_threads = run_distributed(vcfg)
         threads = reserved_cpus(vcfg)
         runs = {"distributed": rows}
         if floor:
@@ -142,7 +143,7 @@ def run_bench(cfg, steps: int = 4, explicit_overrides: list[str] | None = None, 
         for side, report in reports.items():
             overlapped = ("generate",) if side == "distributed" and vcfg.rollout.async_ else ()
             report.update(peak_shares(report, params, vcfg.ppo.ppo_epochs, peak, overlapped))
-        print_report(name, vcfg, steps, reports, memory, peak, threads)
+        print_report(name, vcfg, steps, reports, memory, peak, threads, phase_threads)
         if floor:
             ratios.append((name, reports["distributed"]["throughput/samples_per_s"]
                            / reports["floor"]["throughput/samples_per_s"]))
@@ -152,7 +153,7 @@ def run_bench(cfg, steps: int = 4, explicit_overrides: list[str] | None = None, 
     return results
 
 
-def print_report(name, cfg, steps, reports, memory, peak, threads) -> None:
+def print_report(name, cfg, steps, reports, memory, peak, threads, phase_threads) -> None:
     tiny = f" {cfg.model.tiny.num_layers}x{cfg.model.tiny.hidden_size}" if cfg.model.policy == "tiny" else ""
     print(f"rlhf bench {name}: {steps} measured steps (after 1 warm-up), medians; {cfg.rollout_batch_size} samples "
           f"({cfg.rollout.prompts_per_step} prompts x {cfg.rollout.n_samples_per_prompt}) x "
@@ -166,6 +167,10 @@ def print_report(name, cfg, steps, reports, memory, peak, threads) -> None:
         cells = [reports[c].get(key) for c in columns]
         print(f"  {key:40s}" + "".join(f"{v:14.3f}" if v is not None else f"{'-':>14s}" for v in cells))
     print(f"  matmul peak {peak:.0f} GFLOP/s with {threads} thread(s) (the floor's threads)")
+    if phase_threads:
+        print("  threads per phase: " + "; ".join(
+            f"{role}[{rank}] " + " ".join(f"{phase} {n}" for phase, n in phases.items())
+            for (role, rank), phases in sorted(phase_threads.items())))
     print("  peak memory per actor (MB):")
     for actor, stats in memory.items():
         print(f"    {actor:16s} " + "  ".join(f"{k} {v:8.0f}" for k, v in stats.items()))

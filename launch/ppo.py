@@ -112,6 +112,7 @@ class PPOTrainer:
                     if self.cfg.checkpoint.export_hf:
                         self.roles.export_policy(self.run_dir / "policy_hf", self.run_dir / "policy_adapter")
                     self.peak_memory = self.roles.peak_memory()
+                    self.phase_threads = self.roles.phase_plan
                 finally:
                     self.log.close()
             finally:
