@@ -22,11 +22,20 @@ def rss_mb() -> float:
     return status_kb("VmRSS") / 1024
 
 
+# the highest peaks seen before `ExtraPeakMemory` reset the counters (host KiB, GPU bytes): a process's peak is
+# the maximum of these and the counters' current values
+_peaks_before_reset = {"host_kb": 0, "gpu_bytes": 0}
+
+
 def peak_memory_mb(device: torch.device) -> dict:
-    """Peak resident host memory of this process since it started, and on GPU the peak allocated memory."""
-    stats = {"host_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    """Peak resident host memory of this process since it started, and on GPU the peak allocated memory (also
+    across the resets `ExtraPeakMemory` makes: the kernel's high-water mark and `getrusage` both restart there)."""
+    host_kb = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, status_kb("VmHWM"),
+                  _peaks_before_reset["host_kb"])
+    stats = {"host_peak_rss_mb": host_kb / 1024}
     if device.type == "cuda":
-        stats["gpu_peak_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        peak = max(torch.cuda.max_memory_allocated(), _peaks_before_reset["gpu_bytes"])
+        stats["gpu_peak_allocated_mb"] = peak / 2**20
     return stats
 
 
@@ -56,10 +65,13 @@ class ExtraPeakMemory:
 
     def __enter__(self):
         if self.device.type == "cuda":
+            _peaks_before_reset["gpu_bytes"] = max(_peaks_before_reset["gpu_bytes"], torch.cuda.max_memory_allocated())
             torch.cuda.reset_peak_memory_stats()
             self.before = torch.cuda.memory_allocated()
         else:
             release_freed_host_memory()
+            _peaks_before_reset["host_kb"] = max(_peaks_before_reset["host_kb"], status_kb("VmHWM"),
+                                                 resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
             with open("/proc/self/clear_refs", "w") as handle:
                 handle.write("5")
             self.before = status_kb("VmRSS") * 1024
