@@ -44,4 +44,5 @@ class RewardModelWorker(TrainableWorker):
 
     def scores(self, pieces: list) -> torch.Tensor:
         """Raw scores of this rank's block of complete sequences (for bias normalization)."""
-        return self.forward_batches(self.rows(pieces), lambda micro: self._scores(micro.input_ids, micro.attention_mask))
+        return self.forward_batches(self.rows(pieces),
+                                    lambda micro: self._scores(micro.input_ids, micro.attention_mask))

@@ -85,9 +85,9 @@ class TrainableWorker(RoleWorker):
         Each rank trains on the rows of every minibatch that lie in its block (`minibatch_plan` gives every block
         the same number) and accumulates over micro-batches.
         `micro_loss(micro, global_tokens, update_index, micro_index)` returns (loss, stats) with token sums already
-        divided by the minibatch's *global* token count (the ranks' counts summed). DeepSpeed averages gradients over ranks, so the loss is
-        multiplied by the world size; accumulation is not rescaled (`scale_wrt_gas=False`). Together: the gradient
-        is the same whatever the number of ranks and micro-batches.
+        divided by the minibatch's *global* token count (the ranks' counts summed). DeepSpeed averages gradients
+        over ranks, so the loss is multiplied by the world size; accumulation is not rescaled
+        (`scale_wrt_gas=False`). Together: the gradient is the same whatever the number of ranks and micro-batches.
         An update whose loss or gradients are not finite on any rank is skipped on every rank (`GuardedAdamW`; or
         DeepSpeed's own check of the global norm) and leaves no trace in the stats.
         `count(rows_batch)` gives what the loss is normalized by (default: response tokens of an Experience).

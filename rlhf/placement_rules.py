@@ -1,5 +1,6 @@
 """Which roles share placement bundles, the GPU placements that cannot work, and how many threads each actor runs
-per phase (pure; Ray places them in `actors/placement.py`). Two ranks of one NCCL communicator must never share a GPU: NCCL refuses a duplicate device."""
+per phase (pure; Ray places them in `actors/placement.py`).
+Two ranks of one NCCL communicator must never share a GPU: NCCL refuses a duplicate device."""
 from __future__ import annotations
 
 
