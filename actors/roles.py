@@ -3,6 +3,7 @@ log-probs concurrently), train (policy and value concurrently), sync weights, sa
 into the object store once and every actor reads them."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,6 +65,7 @@ class PendingGeneration:
     num_returns: list[int]
     calls: Calls | None
     pieces: list[tuple[int, int, object]]
+    started: float = 0.0          # when it was sent (time.perf_counter)
 
 
 @dataclass
@@ -103,6 +105,7 @@ class RoleSet:
         self.cfg, self.paths = cfg, paths
         self.errors_log = None if run_dir is None else Path(run_dir) / "errors.log"
         self.recoveries = 0
+        self.unfinished: PendingGeneration | None = None     # a generation sent and not yet waited for
         self.groups = RoleGroups(cfg, ppo_role_specs(cfg, paths), shared_dir=run_dir, writers=TRAINABLE_ROLES)
         self.policy, self.value = self.groups["policy"], self.groups.get("value")
         self.reward, self.rollout = self.groups["reward"], self.groups["rollout"]
@@ -154,8 +157,9 @@ class RoleSet:
                          mine))
             num_returns.append(len(mine))          # the summary, then one object per piece
             pieces += [(start + a, start + b) for a, b in zip(mine, mine[1:])]
-        pending = PendingGeneration(args, num_returns, None, [])
+        pending = PendingGeneration(args, num_returns, None, [], time.perf_counter())
         self._launch(pending, pieces)
+        self.unfinished = pending
         return pending
 
     def _launch(self, pending: PendingGeneration, bounds=None) -> None:
@@ -174,7 +178,9 @@ class RoleSet:
             calls, pending.calls = pending.calls, None
             return gather(calls)
 
-        return Rollout(Experience.concat(self.recovering(phase)), pending.pieces)
+        rollout = Rollout(Experience.concat(self.recovering(phase)), pending.pieces)
+        self.unfinished = None
+        return rollout
 
     def shards_of(self, rollout: Rollout, group) -> list[list]:
         """Per rank of `group`, the references of the pieces of its block."""
@@ -241,9 +247,12 @@ class RoleSet:
         return Experience.concat([part.select([r - a for r in rows if a <= r < b])
                                   for (a, b, _), part in zip(wanted, parts)])
 
-    def sync_weights(self) -> dict:
-        """New policy weights into every rollout actor; returns `time/weight_sync` and the policy's extra memory."""
-        return self.recovering(lambda: self.weight_sync())
+    def sync_weights(self, after_issue=None) -> dict:
+        """New policy weights into every rollout actor; returns `time/weight_sync` and the policy's extra memory.
+        `after_issue()` runs (once) when the sync's calls are sent: what it queues on the rollout actors (the next
+        generation) runs with the new weights while the driver waits."""
+        once = [after_issue] if after_issue is not None else []
+        return self.recovering(lambda: self.weight_sync(once.pop() if once else None))
 
     # ---- lost actors ---------------------------------------------------------------------------------------------
 
@@ -286,6 +295,8 @@ class RoleSet:
                       f"({self.recoveries} of at most {self.cfg.run.max_restarts})", flush=True)
                 for role in sorted(recreate):
                     self.groups.recreate(role)
+                if "rollout" in recreate and self.unfinished is not None:
+                    self.unfinished.calls = None    # sent to the lost actors: sent again when it is waited for
                 self.apply_phase_threads()          # the new actors may be on other nodes
                 if trainable_lost:
                     self.weight_sync = WEIGHT_SYNC_METHODS[self.cfg.rollout.weight_sync](self.policy, self.rollout,

@@ -22,7 +22,7 @@ import numpy as np
 import ray
 import torch
 
-from .group import Calls, gather_all
+from .group import Calls, gather, gather_all
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -117,10 +117,13 @@ class ObjectStoreSync:
     def __init__(self, policy_group, rollout_group, cfg=None):
         self.policy, self.rollout = policy_group, rollout_group
 
-    def __call__(self) -> dict:
+    def __call__(self, after_issue=None) -> dict:
         start = time.perf_counter()
         published, extra_mb = self.policy.run("publish_weights")[0]
-        self.rollout.run("load_weights", published[0])
+        loading = self.rollout.call("load_weights", published[0])
+        if after_issue is not None:
+            after_issue()
+        gather(loading)
         del published
         return {"time/weight_sync": time.perf_counter() - start, "memory/weight_sync_extra_mb": extra_mb}
 
@@ -138,10 +141,14 @@ class CollectiveSync:
         self.plan = policy_group.run("weight_plan", cfg.rollout.weight_sync_bucket_mb)[0]
         self.rollout.run("check_weight_plan", self.plan)
 
-    def __call__(self) -> dict:
+    def __call__(self, after_issue=None) -> dict:
+        """`after_issue()` runs once the calls are sent, before waiting for them: calls queued on the rollout
+        actors then (a generation) run after the new weights are in."""
         start = time.perf_counter()
-        sent, _ = gather_all(self.policy.call("broadcast_weights", self.plan),
-                             self.rollout.call("receive_weights", self.plan))
+        calls = [self.policy.call("broadcast_weights", self.plan), self.rollout.call("receive_weights", self.plan)]
+        if after_issue is not None:
+            after_issue()
+        sent, _ = gather_all(*calls)
         return {"time/weight_sync": time.perf_counter() - start, "memory/weight_sync_extra_mb": sent[0]}
 
 

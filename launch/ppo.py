@@ -5,7 +5,7 @@
   3. score the same experience concurrently: old log-probs (policy), reference log-probs, rewards, values
   4. advantages in the core: KL penalty, token rewards, GAE or a critic-free estimator
   5. train the value and policy models concurrently (PPO epochs x minibatches, PPO-ptx mixed in)
-  6. sync the new policy weights to the rollout actors
+  6. sync the new policy weights to the rollout actors (synchronous mode: the next generation queued behind them)
   7. update the KL controller, log metrics, checkpoint
 """
 from __future__ import annotations
@@ -87,7 +87,7 @@ class PPOTrainer:
         self.run_dir = prepare_run_dir(cfg, resume, lambda: self.checkpoints.latest() is not None)
         self.sampling = SamplingParams.from_rollout(cfg.rollout)
         self.step = 0
-        self.pending = None            # async mode: the next step's generation, started during this one
+        self.pending = None            # the next step's generation, sent during this one
         self.initial_state = copy.deepcopy(self.driver_state())     # what a replay with no checkpoint starts from
 
     # ---- the story -------------------------------------------------------------------------------------------
@@ -132,16 +132,17 @@ class PPOTrainer:
             return time.perf_counter()
 
         # 1-2. A batch of prompts (seeded order, restorable position) and n responses per prompt from the rollout
-        #      actors. In async mode this step's generation started during the previous step (with the weights
-        #      before that step's update), and the next step's starts now, to run while this one trains.
+        #      actors. It was sent during the previous step: right behind that step's new weights (synchronous
+        #      mode), or (async mode) with the weights before that step's update, the next step's starting now to
+        #      run while this one trains. The samples' token ids stay in the object store; the driver holds the rest.
         pending, self.pending = self.pending or self.start_generation(self.step), None
-        #      The samples' token ids stay in the object store; the driver holds the rest (no token ids).
         t = time.perf_counter()
         rollout = self.roles.finish_generate(pending)
-        t = phase("generate", t)
-        if cfg.rollout.async_ and self.step < cfg.run.num_steps:
-            self.prompts_before_pending = self.prompts.stream.state_dict()
-            self.pending = self.start_generation(self.step + 1)
+        # synchronous: generation's whole time, from when it was sent; async: the wait for it
+        timings["time/generate"] = time.perf_counter() - (t if cfg.rollout.async_ else min(t, pending.started))
+        t = time.perf_counter()
+        if cfg.rollout.async_:
+            self.send_next_generation()
 
         # 3. Score the samples: policy, reference, reward and value actors at the same time, each rank its block.
         experience = self.roles.score(rollout)
@@ -162,8 +163,9 @@ class PPOTrainer:
         for role, flags in skipped.items():     # updates with a non-finite loss or gradient norm were skipped
             self.guard.observe(role, flags, self.step, last_good_checkpoint(self.checkpoints.latest(), "ppo"))
 
-        # 6. New policy weights to the rollout actors.
-        stats.update(self.roles.sync_weights())
+        # 6. New policy weights to the rollout actors; in synchronous mode the next step's generation is sent right
+        #    behind them (the rollout actors run it with the new weights while the driver logs this step).
+        stats.update(self.roles.sync_weights(after_issue=None if cfg.rollout.async_ else self.send_next_generation))
         t = time.perf_counter()
 
         # 7. KL controller, metrics, checkpoint.
@@ -179,6 +181,13 @@ class PPOTrainer:
             self.save()       # not inside a streak of skipped updates: the last checkpoint stays a good one
 
     # ---- helpers ---------------------------------------------------------------------------------------------
+
+    def send_next_generation(self) -> None:
+        """Draw the next step's prompts and send its generation (none after the last step); a checkpoint taken
+        meanwhile records the prompt stream from before this draw, so a resume draws the same prompts again."""
+        if self.step < self.cfg.run.num_steps and self.pending is None:
+            self.prompts_before_pending = self.prompts.stream.state_dict()
+            self.pending = self.start_generation(self.step + 1)
 
     def start_generation(self, step: int):
         """Draw step `step`'s prompts and start their generation on the rollout actors."""
