@@ -13,7 +13,7 @@ from rlhf import forward
 from rlhf.config import Config
 from rlhf.models import apply_cpu_matmul, default_device, torch_dtype
 from rlhf.seeding import derive_seed
-from rlhf.sharding import chunks, concat
+from rlhf.sharding import concat, map_rows
 
 from .memory import peak_memory_mb
 
@@ -103,11 +103,12 @@ class RoleWorker:
             raise ResultsLost(f"a piece of the batch was lost with its node ({type(error).__name__})") from None
 
     def map_shard(self, batch, size: int, fn) -> torch.Tensor:
-        """`fn` on each chunk of `size` rows of this rank's block without gradients; outputs concatenated (float, on
-        CPU). Every rank holds an equal block, so every rank walks the same number of chunks, as ZeRO-3's collective
-        parameter gathers require."""
+        """`fn` on each micro-batch of `size` rows of this rank's block (rows of similar length together:
+        `rlhf.sharding.by_length`) without gradients; outputs in row order (float, on CPU). Every rank holds an
+        equal block, so every rank walks the same number of micro-batches, as ZeRO-3's collective parameter gathers
+        require."""
         with torch.no_grad():
-            return torch.cat([fn(chunk).float().cpu() for chunk in chunks(batch, size)])
+            return map_rows(batch, size, fn)
 
     def model_outputs(self, exp, **kwargs):
         """The role's model (`self.runner`: a DeepSpeed engine or a plain module) on a batch's sequences."""

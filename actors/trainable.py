@@ -13,7 +13,7 @@ from rlhf.config import EngineSettings, engine_settings
 from rlhf.deepspeed_config import trainable_config
 from rlhf.lora import adapter_state, add_adapters, is_lora, materialize, plain_model, weight_sources
 from rlhf.optim import ADAMW, warmup_schedule
-from rlhf.sharding import chunks, local_plan
+from rlhf.sharding import local_plan, micro_batches
 
 from .base import RoleWorker
 from .guarded_optimizer import GuardedAdamW, GuardedLambdaLR
@@ -103,7 +103,7 @@ class TrainableWorker(RoleWorker):
         for update, rows in enumerate(local_plan(plan, start, start + len(exp))):
             mine = exp.select(rows)
             global_tokens = self.global_sum(count(mine))
-            micros = list(chunks(mine, self.micro_batch_size))
+            micros = micro_batches(mine, self.micro_batch_size)
             assert len(micros) == accumulation, "the config check keeps minibatch = actors x micro x accumulation"
             update_sums, loss_finite, norm = defaultdict(float), True, None
             for micro_index, micro in enumerate(micros):

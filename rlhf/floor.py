@@ -25,7 +25,7 @@ from .models import (apply_cpu_matmul, default_device, load_causal_lm, load_rewa
 from .optim import ADAMW, warmup_schedule
 from .reward_function import call_reward_function, load_reward_function
 from .seeding import derive_seed
-from .sharding import chunks
+from .sharding import map_rows, micro_batches
 
 
 class FloorUnsupported(ValueError):
@@ -64,7 +64,7 @@ class Trainable:
         for rows in plan:
             minibatch = exp.select(rows)
             tokens = minibatch.response_mask.sum().item()
-            for micro in chunks(minibatch, self.micro_batch_size):
+            for micro in micro_batches(minibatch, self.micro_batch_size):
                 micro_loss(micro, tokens).backward()
             if self.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
@@ -138,7 +138,7 @@ class FloorPPO:
         self.policy.model.eval()
 
         def mapped(fn, size):
-            return torch.cat([fn(micro).float().cpu() for micro in chunks(exp, size)])
+            return map_rows(exp, size, fn)
 
         frozen = cfg.deepspeed.frozen_micro_batch_size
         changes = {
@@ -157,8 +157,7 @@ class FloorPPO:
         if self.reward_function is not None:
             prompts, responses = prompt_and_response_texts(exp, self.tokenizer)
             return call_reward_function(self.reward_function, self.cfg.reward.function, prompts, responses)
-        scores = torch.cat([sequence_scores(self.reward_model, micro, self.device).float().cpu()
-                            for micro in chunks(exp, micro_batch_size)])
+        scores = map_rows(exp, micro_batch_size, lambda micro: sequence_scores(self.reward_model, micro, self.device))
         return (scores - self.reward_shift) / self.reward_scale
 
     def train(self, exp: Experience, step: int) -> None:

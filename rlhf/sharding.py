@@ -87,10 +87,31 @@ def concat(parts: list):
     return type(parts[0]).concat(parts)
 
 
-def chunks(batch, size: int):
-    """`batch` in consecutive chunks of at most `size` rows."""
-    for start in range(0, len(batch), size):
-        yield take(batch, slice(start, start + size))
+def by_length(batch, size: int) -> list[torch.Tensor]:
+    """Row indices of `batch` in micro-batches of at most `size` rows. Rows of an `Experience` are grouped by
+    length (response, then prompt; a stable sort), so a micro-batch run on its real lengths (`Experience.trimmed`)
+    pads little; other batches stay in order. Every chunk count is the plain one (ZeRO-3 ranks walk alike)."""
+    if hasattr(batch, "response_mask") and hasattr(batch, "attention_mask") and batch.attention_mask is not None:
+        prompt = batch.attention_mask[:, :batch.prompt_length].sum(dim=1)
+        response = batch.response_mask.sum(dim=1).long()
+        order = torch.sort(response * (batch.prompt_length + 1) + prompt, stable=True).indices
+    else:
+        order = torch.arange(len(batch))
+    return list(order.split(size))
+
+
+def micro_batches(batch, size: int) -> list:
+    """`batch` as the micro-batches of `by_length`."""
+    return [take(batch, rows) for rows in by_length(batch, size)]
+
+
+def map_rows(batch, size: int, fn) -> torch.Tensor:
+    """`fn` on each micro-batch of `by_length`, its per-row outputs (float, on CPU) put back in row order."""
+    groups = by_length(batch, size)
+    outputs = torch.cat([fn(take(batch, rows)).float().cpu() for rows in groups])
+    result = torch.empty_like(outputs)
+    result[torch.cat(groups)] = outputs
+    return result
 
 
 def pad_rows(batch, multiple: int):

@@ -10,8 +10,8 @@ from rlhf.config import (Config, ConfigError, PPOConfig, RewardConfig, RolloutCo
 from rlhf.experience import Experience
 from rlhf.generation import ENGINES
 from rlhf.seeding import PURPOSES, derive_seed
-from rlhf.sharding import (balanced_bounds, concat, covering, local_plan, pad_rows, piece_bounds, sample_layout, shard,
-                           shard_bounds, shard_slice)
+from rlhf.sharding import (balanced_bounds, by_length, concat, covering, local_plan, map_rows, micro_batches, pad_rows,
+                           piece_bounds, sample_layout, shard, shard_bounds, shard_slice)
 
 
 def test_seed_is_a_pure_function_of_seed_purpose_step_and_rank():
@@ -155,3 +155,16 @@ def test_each_stage_owns_its_settings_checks_and_run_name():
         build_config({"sft": {"deepspeed": {"offload_params": True}}})
     with pytest.raises(ConfigError, match="deepspeed.reward: moved to rm.deepspeed"):
         build_config({"deepspeed": {"reward": {"zero_stage": 2}}})
+
+
+def test_micro_batches_group_rows_of_similar_length_and_outputs_come_back_in_row_order():
+    # response lengths 3, 1, 2, 1 (prompt lengths 1, 2, 1, 1): sorted by response, then prompt length
+    pairs = [([5], [1, 2, 3]), ([5, 6], [1]), ([5], [1, 2]), ([5], [4])]
+    exp = Experience.from_pairs(pairs, pad_id=0)
+    assert [rows.tolist() for rows in by_length(exp, 2)] == [[3, 1], [2, 0]]
+    assert [len(m) for m in micro_batches(exp, 3)] == [3, 1]
+    # each micro-batch's per-row output is its rows' response lengths: put back, row i gets its own
+    out = map_rows(exp, 2, lambda micro: micro.response_mask.sum(dim=1))
+    assert out.tolist() == [3.0, 1.0, 2.0, 1.0]
+    # batches without lengths keep their order
+    assert [rows.tolist() for rows in by_length(torch.arange(5), 2)] == [[0, 1], [2, 3], [4]]
