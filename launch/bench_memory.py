@@ -75,7 +75,8 @@ def run_memory_bench(cfg, stages: list[int], ranks: list[int]) -> list[dict]:
                                                          if k not in ("zero_stage", "ranks")), flush=True)
     micro = cfg.deepspeed.policy.micro_batch_size
     print(f"rlhf bench --memory: {cfg.model.policy}, dtype {cfg.precision.dtype}, one PPO step on {micro} x "
-          f"{cfg.data.max_prompt_length + cfg.rollout.max_new_tokens} tokens per rank; the largest rank of each cell, MB")
+          f"{cfg.data.max_prompt_length + cfg.rollout.max_new_tokens} tokens per rank; the largest rank of each cell, "
+          "MB")
     gpu = "gpu_peak_allocated_mb" in table[0]
     print("| ZeRO | ranks | peak RSS per rank | RSS before the model | model's share per rank | of which state "
           "(estimate) |" + (" GPU peak allocated |" if gpu else ""))

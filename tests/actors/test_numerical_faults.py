@@ -54,7 +54,8 @@ def test_a_nan_on_one_rank_skips_the_update_on_all(ray_cluster, tmp_path, model_
     assert [[r["skipped"] for r in per_rank] for per_rank in guarded] == [[[False]] * 2, [[True]] * 2, [[False]] * 2]
     stats = reduce_train_stats(guarded[1], "policy")
     assert stats["policy/skipped_updates"] == 1 and "policy/loss" not in stats and "policy/grad_norm" not in stats
-    assert guarded[2][0]["lr"] == reference[1][0]["lr"] == pytest.approx(1e-3 * 3 / 4)   # 2 updates into a 4-step warmup
+    # 2 updates into a 4-step warmup
+    assert guarded[2][0]["lr"] == reference[1][0]["lr"] == pytest.approx(1e-3 * 3 / 4)
     for rank_weights in guarded_weights[1:]:                 # replicas agree (ZeRO-0/2 hold the whole model)
         for name, tensor in rank_weights.items():
             assert torch.equal(tensor, guarded_weights[0][name]), name

@@ -92,8 +92,8 @@ def test_group_calls_in_rank_order_restarts_and_rejects_impossible_placement(ray
 
 
 def test_colocated_roles_share_bundles(ray_cluster, tmp_path, model_cache):
-    cfg = small_config(tmp_path, model_cache, actors={"policy": {"num_cpus": 1}, "reference": {"num_cpus": 0.5,
-                                                                                                 "colocate_with": "policy"}})
+    cfg = small_config(tmp_path, model_cache, actors={"policy": {"num_cpus": 1},
+                                                      "reference": {"num_cpus": 0.5, "colocate_with": "policy"}})
     groups = create_placement_groups({r: getattr(cfg.actors, r) for r in ("policy", "reference", "reward")})
     try:
         assert groups["policy"] is groups["reference"] and groups["reward"] is not groups["policy"]
@@ -151,7 +151,8 @@ def test_weight_sync_from_zero3_policy_both_ways(ray_cluster, tmp_path, model_ca
                           advantages=torch.randn(zeros.shape, generator=torch.Generator().manual_seed(0)))
         policy.run_shards("train", exp, {}, [torch.arange(len(exp))], 0.0, None)
         trained = {}
-        collective_spec = [RoleSpec("rollout", RolloutWorker, (other_path, other_path), resources=RoleResources(num_actors=2))]
+        collective_spec = [RoleSpec("rollout", RolloutWorker, (other_path, other_path),
+                                    resources=RoleResources(num_actors=2))]
         with RoleGroups(cfg, collective_spec) as second:
             collective = CollectiveSync(policy, second["rollout"], cfg)
             assert len(collective.plan) > 1                      # the 4 KiB buckets split the model
