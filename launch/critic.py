@@ -88,7 +88,8 @@ def run_critic_sft(cfg) -> Path:
     cfg = for_stage(cfg, "critic")
     root = cfg.run_dir
     stage_cfg = stage_configs(cfg, root)["sft"]
-    write_jsonl(sft_rows(training_tampers(root)), Path(stage_cfg.sft.data))
+    write_jsonl(sft_rows(training_tampers(root), cfg.critic.sft.second_comments, cfg.run.seed),
+                Path(stage_cfg.sft.data))
     with ray_session(cfg):
         run_stage("sft", stage_cfg, run_sft, root, resume=True)
     return root / "sft" / "best_hf"

@@ -53,6 +53,13 @@ class CriticRMConfig(Section):
     """Keep only tampers the SFT critic misses in at least one of its samples (the paper's adversarial filter)."""
 
 
+class CriticSFTConfig(Section):
+    second_comments: float = Field(0.0, ge=0, le=1)
+    """Share of the gold demonstrations that get a second comment, quoting a line the tamper left alone ("Line N:
+    `...` matches the docstring; not the bug."), before or after the bug's (seeded): a critic that only ever saw
+    one highlight writes garbage after FSBS's forced second opener, so there is no sweep to make."""
+
+
 class CriticEvalConfig(Section):
     best_of: int = Field(4, ge=2)
     """Critiques sampled per answer for the best-of-n decoding (the critique RM picks one)."""
@@ -71,5 +78,6 @@ class CriticEvalConfig(Section):
 
 class CriticConfig(Section):
     tamper: TamperConfig = TamperConfig()
+    sft: CriticSFTConfig = CriticSFTConfig()
     rm: CriticRMConfig = CriticRMConfig()
     eval: CriticEvalConfig = CriticEvalConfig()

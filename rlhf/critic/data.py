@@ -7,7 +7,7 @@ import json
 import random
 from pathlib import Path
 
-from .critique import CritiqueLabels, gold_critique, label_critique
+from .critique import CritiqueLabels, Highlight, format_critique, gold_critique, label_critique
 from .mutations import MutationError, apply_site, find_sites
 from .tamper import changed_span, describe
 
@@ -27,9 +27,30 @@ def gold_of(tamper: dict) -> str:
     return gold_critique(tamper["tampered"], tamper["changed_lines"], tamper["description"])
 
 
-def sft_rows(tampers) -> list[dict]:
-    """One demonstration per tamper: its critic prompt and its gold critique."""
-    return [{"prompt": tamper_prompt(t), "response": gold_of(t)} for t in tampers]
+def sft_rows(tampers, second_comments: float = 0.0, seed: int = 0) -> list[dict]:
+    """One demonstration per tamper: its critic prompt and its gold critique; a seeded `second_comments` share of
+    them also comment on a line the tamper left alone (`with_second_comment`)."""
+    rows = []
+    for index, tamper in enumerate(tampers):
+        rng = random.Random(f"{seed}/{index}")
+        gold = gold_of(tamper)
+        if rng.random() < second_comments:
+            gold = with_second_comment(tamper, gold, rng)
+        rows.append({"prompt": tamper_prompt(tamper), "response": gold})
+    return rows
+
+
+def with_second_comment(tamper: dict, gold: str, rng: random.Random) -> str:
+    """`gold` plus a comment quoting one statement the tamper left alone, saying it is not the bug, in a random
+    order with the bug's comment (the gold critique alone when every statement was changed)."""
+    code, (first, last) = tamper["tampered"], tamper["changed_lines"]
+    lines = sorted({s.line for s in find_sites(code, tamper["entry_point"]) if not first <= s.line <= last})
+    if not lines:
+        return gold
+    line = rng.choice(lines)
+    quote = code.splitlines()[line - 1].strip()
+    other = format_critique([Highlight(quote, f"Line {line}: `{quote}` matches the docstring; not the bug.")])
+    return "\n\n".join([gold, other] if rng.random() < 0.5 else [other, gold])
 
 
 def fake_problem_critiques(tamper: dict, count: int, seed: int, hallucinated: bool = False) -> list[str]:

@@ -107,3 +107,27 @@ def test_fake_problem_critiques_blame_an_unchanged_line_in_the_gold_words_and_ra
         assert quote not in tamper["tampered"] and fake.split("should be `")[1].startswith(real_quote + "`")
     ranks = ranking_row(tamper, [], fakes[:1] + invented[:1])["ranks"]
     assert ranks == [1, 2, 3]                                  # gold, then the real-line fake, then the invented one
+
+
+def test_second_comments_quote_an_unchanged_statement_beside_the_bug_in_a_seeded_order():
+    from rlhf.critic.data import gold_of, sft_rows
+
+    tamper = {"tampered": 'def f1(x):\n    """Apply +8, then +3, then -8."""\n    a=x+8\n    b=a+3\n    return b-9\n',
+              "changed_lines": [5, 5], "entry_point": "f1", "failing_test": "assert candidate(1) == 4",
+              "description": "Line 5: `return b-9` uses the wrong constant; it should be `return b-8`."}
+    assert [r["response"] for r in sft_rows([tamper] * 3)] == [gold_of(tamper)] * 3      # off by default
+    rows = [r["response"] for r in sft_rows([tamper] * 40, second_comments=1.0, seed=3)]
+    assert rows == [r["response"] for r in sft_rows([tamper] * 40, second_comments=1.0, seed=3)]
+    orders = set()
+    for text in rows:
+        critique = parse_critique(text)
+        quotes = [h.quote for h in critique.highlights]
+        assert len(quotes) == 2 and "return b-9" in quotes                    # the bug, and one other statement
+        other = next(q for q in quotes if q != "return b-9")
+        assert other in ("a=x+8", "b=a+3") and f"`{other}` matches the docstring; not the bug." in text
+        labels = label_critique(text, tamper["tampered"], tamper["changed_lines"])
+        assert labels.catches_bug and labels.unchanged == 1 and labels.hallucinated == 0
+        orders.add(quotes.index("return b-9"))
+    assert orders == {0, 1}                                    # the bug's comment comes first or second
+    half = sft_rows([tamper] * 200, second_comments=0.5, seed=0)
+    assert 70 < sum(len(parse_critique(r["response"]).highlights) == 2 for r in half) < 130
