@@ -1,6 +1,7 @@
 """The coarse operations of a PPO run on its role groups: generate, score (reference, reward, value and old
-log-probs concurrently), train (policy and value concurrently), sync weights, save, load, export. Big tensors go
-into the object store once and every actor reads them."""
+log-probs concurrently), train (policy and value concurrently), sync weights, save, load, export. The samples' token
+ids go into the object store once, in pieces cut so that each scoring and training rank reads only its block; the
+driver holds the rest (`Rollout`)."""
 from __future__ import annotations
 
 import time
@@ -63,8 +64,9 @@ class PendingGeneration:
     after a recovery), its calls (futures: the summaries), and where each piece of the samples will be."""
     args: list[tuple]
     num_returns: list[int]
-    calls: Calls | None
-    pieces: list[tuple[int, int, object]]
+    bounds: list[tuple[int, int]]                   # the rows of each piece, in order
+    calls: Calls | None = None
+    pieces: list[tuple[int, int, object]] | None = None
     started: float = 0.0          # when it was sent (time.perf_counter)
 
 
@@ -149,24 +151,24 @@ class RoleSet:
         n = params.n_samples_per_prompt
         work = (prompt_mask.sum(dim=1) + params.max_new_tokens).tolist()     # what sampling a prompt costs
         rows, cuts = sample_layout(work, n, len(self.rollout), [len(group) for group in self.readers()])
-        args, num_returns, pieces = [], [], []
+        args, num_returns, bounds = [], [], []
         for start, stop in zip(rows, rows[1:]):
             mine = [c - start for c in cuts if start <= c <= stop]
             prompts = slice(start // n, stop // n)
             args.append((prompt_ids[prompts], prompt_mask[prompts], prompt_index[prompts], params, "sampling", step,
                          mine))
             num_returns.append(len(mine))          # the summary, then one object per piece
-            pieces += [(start + a, start + b) for a, b in zip(mine, mine[1:])]
-        pending = PendingGeneration(args, num_returns, None, [], time.perf_counter())
-        self._launch(pending, pieces)
+            bounds += [(start + a, start + b) for a, b in zip(mine, mine[1:])]
+        pending = PendingGeneration(args, num_returns, bounds, started=time.perf_counter())
+        self._launch(pending)
         self.unfinished = pending
         return pending
 
-    def _launch(self, pending: PendingGeneration, bounds=None) -> None:
-        bounds = bounds or [(a, b) for a, b, _ in pending.pieces]
+    def _launch(self, pending: PendingGeneration) -> None:
+        """Send the generation's calls; its pieces get the references they will return."""
         calls = self.rollout.call_each("generate_pieces", pending.args, pending.num_returns)
         refs = [ref for returned in calls.futures for ref in returned[1:]]
-        pending.pieces = [(a, b, ref) for (a, b), ref in zip(bounds, refs, strict=True)]
+        pending.pieces = [(a, b, ref) for (a, b), ref in zip(pending.bounds, refs, strict=True)]
         pending.calls = Calls(calls.role, calls.method, [returned[0] for returned in calls.futures], calls.timeout_s)
 
     def finish_generate(self, pending: PendingGeneration) -> Rollout:

@@ -105,9 +105,11 @@ def phase_threads(actors: list[tuple[str, int, str, float]], node_cores: dict[st
     out: dict[tuple, dict] = {}
     for phase, roles in PHASE_ROLES.items():
         working = [a for a in actors if a[0] in roles]
+        sharing: dict[str, float] = {}                 # node -> num_cpus of the phase's actors there
+        for _, _, node, cpus in working:
+            sharing[node] = sharing.get(node, 0.0) + cpus
         for role, rank, node, cpus in working:
             budget = min(reserved[node], node_cores[node])
-            sharing = sum(c for r, _, n, c in working if n == node)
-            share = budget * cpus / sharing if sharing > 0 else 0.0
+            share = budget * cpus / sharing[node] if sharing[node] > 0 else 0.0
             out.setdefault((role, rank), {})[phase] = max(1, int(cpus), int(share))
     return out
