@@ -11,7 +11,7 @@ import torch
 
 from rlhf import forward
 from rlhf.config import Config
-from rlhf.models import apply_cpu_matmul, default_device, torch_dtype
+from rlhf.models import apply_cpu_matmul, attention_kernel, default_device, torch_dtype
 from rlhf.seeding import derive_seed
 from rlhf.sharding import concat, map_rows
 
@@ -40,6 +40,7 @@ class RoleWorker:
         apply_cpu_matmul(self.cfg.precision.cpu_matmul, self.device)
         self.dtype = torch_dtype(self.cfg.precision.dtype, self.device)
         self.dtype_name = "bf16" if self.dtype == torch.bfloat16 else "fp32"
+        self.attention = attention_kernel(self.cfg.precision.attention, self.device)
 
     def node(self) -> str:
         """The node this actor runs on, as 'address/node id prefix' (named in errors and placement.json)."""

@@ -15,7 +15,7 @@ from .trainable import TrainableWorker
 
 class PolicyWorker(TrainableWorker):
     def setup(self, model_path: str) -> None:
-        self.build_engine(lambda: load_causal_lm(model_path, self.dtype), "policy")
+        self.build_engine(lambda: load_causal_lm(model_path, self.dtype, self.attention), "policy")
 
     def logprobs(self, pieces: list) -> torch.Tensor:
         """log pi(a_t) of the sampled tokens of this rank's block (logits / temperature)."""

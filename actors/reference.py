@@ -11,7 +11,7 @@ from .frozen import FrozenWorker
 
 class ReferenceWorker(FrozenWorker):
     def setup(self, model_path: str) -> None:
-        self.wrap(lambda: load_causal_lm(model_path, self.dtype))
+        self.wrap(lambda: load_causal_lm(model_path, self.dtype, self.attention))
 
     def logprobs(self, pieces: list) -> torch.Tensor:
         self.use_threads("score")

@@ -24,7 +24,7 @@ class RewardWorker(FrozenWorker):
         self.tokenizer = load_tokenizer(path)
         self.same_vocab = self.tokenizer.get_vocab() == self.policy_tokenizer.get_vocab()
         self.shift, self.scale = load_reward_normalization(path)   # bias normalization saved by `rlhf rm`
-        self.wrap(lambda: load_scalar_model(path, self.dtype))
+        self.wrap(lambda: load_scalar_model(path, self.dtype, self.attention))
 
     def texts(self, exp: Experience) -> tuple[list[str], list[str]]:
         return prompt_and_response_texts(exp, self.policy_tokenizer)

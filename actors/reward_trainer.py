@@ -14,7 +14,7 @@ from .trainable import TrainableWorker
 
 class RewardModelWorker(TrainableWorker):
     def setup(self, model_path: str) -> None:
-        self.build_engine(lambda: load_scalar_model(model_path, self.dtype), "rm")
+        self.build_engine(lambda: load_scalar_model(model_path, self.dtype, self.attention), "rm")
 
     def _scores(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         ids, mask = input_ids.to(self.device), attention_mask.to(self.device)

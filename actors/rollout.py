@@ -15,7 +15,7 @@ from .weight_sync import DTYPES, SyncGroup, bucket_numel, decode, join_store
 
 class RolloutWorker(RoleWorker):
     def setup(self, model_path: str, tokenizer_path: str) -> None:
-        model = load_causal_lm(model_path, self.dtype).to(self.device)
+        model = load_causal_lm(model_path, self.dtype, self.attention).to(self.device)
         self.engine = ENGINES[self.cfg.rollout.engine](model, load_tokenizer(tokenizer_path), self.device)
 
     def generate(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, prompt_index: torch.Tensor,

@@ -16,7 +16,7 @@ def target_tokens(batch: TokenBatch) -> float:
 
 class SFTWorker(TrainableWorker):
     def setup(self, model_path: str) -> None:
-        self.build_engine(lambda: load_causal_lm(model_path, self.dtype), "sft")
+        self.build_engine(lambda: load_causal_lm(model_path, self.dtype, self.attention), "sft")
 
     def _logits(self, batch: TokenBatch) -> torch.Tensor:
         ids, attention = batch.input_ids.to(self.device), batch.attention_mask.to(self.device)

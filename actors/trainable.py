@@ -12,7 +12,7 @@ import torch
 from rlhf.config import EngineSettings, engine_settings
 from rlhf.deepspeed_config import trainable_config
 from rlhf.lora import adapter_state, add_adapters, is_lora, materialize, plain_model, weight_sources
-from rlhf.optim import ADAMW, warmup_schedule
+from rlhf.optim import adamw_settings, warmup_schedule
 from rlhf.sharding import local_plan, micro_batches
 
 from .base import RoleWorker
@@ -42,7 +42,8 @@ class TrainableWorker(RoleWorker):
         self.lora = is_lora(model)
         params = [p for p in model.parameters() if p.requires_grad]
         # an update with a non-finite loss or gradient on any rank is skipped on all of them (the guard's all-reduce)
-        optimizer = GuardedAdamW(params, self.device, lr=settings.lr, weight_decay=settings.weight_decay, **ADAMW)
+        optimizer = GuardedAdamW(params, self.device, lr=settings.lr, weight_decay=settings.weight_decay,
+                                 **adamw_settings())
         scheduler = GuardedLambdaLR(optimizer, warmup_schedule(settings.warmup_steps))
         self.guard = optimizer
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(

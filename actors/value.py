@@ -13,7 +13,7 @@ from .trainable import TrainableWorker
 
 class ValueWorker(TrainableWorker):
     def setup(self, model_path: str) -> None:
-        self.build_engine(lambda: load_scalar_model(model_path, self.dtype), "value")
+        self.build_engine(lambda: load_scalar_model(model_path, self.dtype, self.attention), "value")
 
     def _values(self, exp: Experience) -> torch.Tensor:
         return response_values(self.runner, exp, self.device)

@@ -20,9 +20,9 @@ from .data.prompts import PromptStream, left_pad
 from .experience import Experience
 from .forward import policy_objective, response_token_stats, response_values, sequence_scores, value_objective
 from .generation import ENGINES, SamplingParams, prompt_and_response_texts
-from .models import (apply_cpu_matmul, default_device, load_causal_lm, load_reward_normalization, load_scalar_model,
-                     load_tokenizer, torch_dtype)
-from .optim import ADAMW, warmup_schedule
+from .models import (apply_cpu_matmul, attention_kernel, default_device, load_causal_lm, load_reward_normalization,
+                     load_scalar_model, load_tokenizer, torch_dtype)
+from .optim import adamw_settings, warmup_schedule
 from .reward_function import call_reward_function, load_reward_function
 from .seeding import derive_seed
 from .sharding import map_rows, micro_batches
@@ -53,7 +53,7 @@ class Trainable:
     def build(cls, model, cfg, owner: str) -> "Trainable":
         """The optimizer every engine of `rlhf ppo` gets (`rlhf/optim.py`), from the role's settings."""
         s = engine_settings(cfg, owner)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay, **ADAMW)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay, **adamw_settings())
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_schedule(s.warmup_steps))
         return cls(model, optimizer, scheduler, s.micro_batch_size, s.max_grad_norm)
 
@@ -82,19 +82,21 @@ class FloorPPO:
         self.device = default_device()
         apply_cpu_matmul(cfg.precision.cpu_matmul, self.device)
         dtype = torch_dtype(cfg.precision.dtype, self.device)
+        attention = attention_kernel(cfg.precision.attention, self.device)
         torch.manual_seed(derive_seed(cfg.run.seed, "model_init"))
         self.tokenizer = load_tokenizer(paths["policy"])
-        self.policy = Trainable.build(load_causal_lm(paths["policy"], dtype).to(self.device), cfg, "policy")
-        self.reference = load_causal_lm(paths["reference"], dtype).to(self.device).eval().requires_grad_(False)
-        self.value = (Trainable.build(load_scalar_model(paths["value"], dtype).to(self.device), cfg, "value")
-                      if cfg.uses_critic else None)
+        causal_lm = lambda role: load_causal_lm(paths[role], dtype, attention).to(self.device)  # noqa: E731
+        scalar_model = lambda role: load_scalar_model(paths[role], dtype, attention).to(self.device)  # noqa: E731
+        self.policy = Trainable.build(causal_lm("policy"), cfg, "policy")
+        self.reference = causal_lm("reference").eval().requires_grad_(False)
+        self.value = Trainable.build(scalar_model("value"), cfg, "value") if cfg.uses_critic else None
         self.reward_function = self.reward_model = None
         if cfg.reward.function:
             self.reward_function = load_reward_function(cfg.reward.function)
         else:
             if load_tokenizer(paths["reward"]).get_vocab() != self.tokenizer.get_vocab():
                 raise FloorUnsupported("bench --floor: the reward model has a tokenizer of its own")
-            self.reward_model = load_scalar_model(paths["reward"], dtype).to(self.device).eval().requires_grad_(False)
+            self.reward_model = scalar_model("reward").eval().requires_grad_(False)
             self.reward_shift, self.reward_scale = load_reward_normalization(paths["reward"])
         self.engine = ENGINES[cfg.rollout.engine](self.policy.model, self.tokenizer, self.device)
         self.prompt_ids = prompt_ids

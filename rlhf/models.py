@@ -124,6 +124,13 @@ def default_device() -> torch.device:
     return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
 
 
+def attention_kernel(choice: str, device: torch.device) -> str:
+    """`precision.attention` for models on `device`: 'auto' is SDPA on GPU, the eager (matmul) attention on CPU."""
+    if choice == "auto":
+        return "sdpa" if device.type == "cuda" else "eager"
+    return choice
+
+
 def apply_cpu_matmul(choice: str, device: torch.device) -> None:
     """`precision.cpu_matmul` for this process: 'bf16' runs fp32 matmuls on CPU through oneDNN's bf16 kernels."""
     if device.type == "cpu" and choice == "bf16":
@@ -165,19 +172,19 @@ def load_tokenizer(path: str):
     return tokenizer
 
 
-def load_causal_lm(path: str, dtype: torch.dtype = torch.float32):
-    """Any HF causal LM, dropout disabled."""
+def load_causal_lm(path: str, dtype: torch.dtype = torch.float32, attention: str = "sdpa"):
+    """Any HF causal LM, dropout disabled, with the `attention` kernel (`attention_kernel`)."""
     from transformers import AutoModelForCausalLM
 
     quiet_transformers()
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attention)
     except _load_errors() as error:
         raise ModelLoadError(f"cannot load causal LM from {path!r}: {_load_failure(path, error)}") from None
     return disable_dropout(model)
 
 
-def load_scalar_model(path: str, dtype: torch.dtype = torch.float32):
+def load_scalar_model(path: str, dtype: torch.dtype = torch.float32, attention: str = "sdpa"):
     """An HF model with a scalar head on every token (AutoModelForTokenClassification, num_labels=1).
 
     Loaded from a causal-LM checkpoint the head is new; loaded from a saved reward/value model it is restored.
@@ -189,7 +196,8 @@ def load_scalar_model(path: str, dtype: torch.dtype = torch.float32):
     try:
         config = AutoConfig.from_pretrained(path, num_labels=1)
         config.classifier_dropout = 0.0
-        model = AutoModelForTokenClassification.from_pretrained(path, config=config, dtype=dtype)
+        model = AutoModelForTokenClassification.from_pretrained(path, config=config, dtype=dtype,
+                                                                attn_implementation=attention)
     except _load_errors() as error:
         raise ModelLoadError(f"cannot load scalar-head model from {path!r}: {_load_failure(path, error)}") from None
     return disable_dropout(model)

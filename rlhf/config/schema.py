@@ -198,6 +198,9 @@ class PrecisionConfig(Section):
     """Training and inference dtype; 'auto' is bf16 on GPU and fp32 on CPU."""
     cpu_matmul: Literal["ieee", "bf16"] = "ieee"
     """fp32 matmul path on CPU: 'bf16' lets oneDNN use bf16 internally (2x faster on AVX-512 bf16 CPUs)."""
+    attention: Literal["auto", "sdpa", "eager"] = "auto"
+    """Attention kernel of every model: 'auto' is PyTorch's SDPA on GPU and the plain matmul attention on CPU
+    (its backward is 15% faster there for SmolLM2; it holds the T x T scores, fine for CPU-sized sequences)."""
 
 
 class LoggingConfig(Section):

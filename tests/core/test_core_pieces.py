@@ -11,8 +11,10 @@ from rlhf.sharding import shard
 from rlhf.checkpoint import CheckpointManager
 from rlhf.experience import Experience
 from rlhf.generation import HFGenerateEngine, SamplingParams, response_mask_from_tokens
-from rlhf.models import build_char_tokenizer, load_causal_lm, load_scalar_model, load_tokenizer, make_tiny_model
+from rlhf.models import (attention_kernel, build_char_tokenizer, load_causal_lm, load_scalar_model, load_tokenizer,
+                         make_tiny_model)
 from rlhf.numerics import BadStepGuard, NumericalFaultError
+from rlhf.optim import adamw_settings
 from rlhf.reward_function import RewardFunctionError, call_reward_function, load_reward_function
 
 
@@ -143,3 +145,38 @@ def test_bad_step_guard_counts_skipped_updates_in_a_row_per_role():
     resumed.load_state_dict(saved)                            # a resumed run continues the streak it saved
     with pytest.raises(NumericalFaultError, match=r"\(steps 3-4\)"):
         resumed.observe("policy", [True, True], 4, "ckpt")
+
+
+def test_attention_kernels_agree_and_auto_picks_by_device(tiny):
+    assert attention_kernel("auto", torch.device("cpu")) == "eager"
+    assert attention_kernel("auto", torch.device("cuda", 0)) == "sdpa"
+    assert attention_kernel("sdpa", torch.device("cpu")) == "sdpa"
+    ids = torch.tensor([[0, 0, 5, 6, 7, 8], [9, 10, 11, 12, 13, 14]])
+    mask = (ids > 0).long()
+    position_ids = (mask.cumsum(1) - 1).clamp(min=0)
+    outputs = {}
+    for kernel in ("eager", "sdpa"):
+        model = load_causal_lm(tiny, attention=kernel)
+        assert model.config._attn_implementation == kernel
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids).logits
+        logits[mask.bool()].pow(2).mean().backward()
+        outputs[kernel] = (logits[mask.bool()].detach(), model.model.layers[0].self_attn.q_proj.weight.grad)
+    assert torch.allclose(outputs["eager"][0], outputs["sdpa"][0], atol=1e-5)
+    assert torch.allclose(outputs["eager"][1], outputs["sdpa"][1], atol=1e-5)
+
+
+def test_fused_adamw_settings_take_the_same_step_as_the_loop():
+    torch.manual_seed(0)
+    start, grads = torch.randn(5, 3), [torch.randn(5, 3) for _ in range(3)]
+    params = {}
+    for fused in (False, True):
+        settings = {**adamw_settings(), "fused": fused}
+        param = torch.nn.Parameter(start.clone())
+        optimizer = torch.optim.AdamW([param], lr=0.1, weight_decay=0.01, **settings)
+        for grad in grads:
+            param.grad = grad.clone()
+            optimizer.step()
+        params[fused] = param.detach()
+    assert adamw_settings()["fused"] and adamw_settings()["betas"] == (0.9, 0.95)
+    assert not torch.equal(params[True], start)
+    assert torch.allclose(params[True], params[False], atol=1e-6)
