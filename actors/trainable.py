@@ -48,6 +48,9 @@ class TrainableWorker(RoleWorker):
         self.guard = optimizer
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=model, optimizer=optimizer, lr_scheduler=scheduler, config=config, dist_init_required=False)
+        if self.world_size == 1 and settings.zero.zero_stage == 0:
+            # one rank: DeepSpeed's all-reduce would still flatten every gradient into a buffer and copy it back
+            self.engine.enable_backward_allreduce = False
         self.runner = self.engine
         self.micro_batch_size = settings.micro_batch_size
         self.zero_stage = settings.zero.zero_stage
