@@ -19,7 +19,8 @@ from pathlib import Path
 
 from actors.evaluator import PolicyEvaluator
 from rlhf.config import for_stage
-from rlhf.critic.data import fake_problem_critiques, missed_by_some, ranking_row, sft_rows, tamper_prompt, write_jsonl
+from rlhf.critic.data import (fake_problem_critiques, missed_by_some, ranking_row, sft_rows, swapped_quote_critiques,
+                              tamper_prompt, write_jsonl)
 from rlhf.critic.dataset import load_tampers, save_tampers
 from rlhf.critic.problems import load_problems
 from rlhf.critic.tamper import TamperSettings, tamper_problems
@@ -114,6 +115,9 @@ def run_critic_rm(cfg) -> Path:
                 quoted = fake_problem_critiques(tamper, section.hallucinated_fakes, seed, hallucinated=True)
                 counts["hallucinated fake critiques"] += len(quoted)
                 fakes += quoted
+                swapped = swapped_quote_critiques(tamper, sampled, section.swapped_quotes, seed)
+                counts["swapped-quote critiques"] += len(swapped)
+                fakes += swapped
                 row = ranking_row(tamper, sampled, fakes)
                 counts["rankings" if row else "dropped: fewer than two distinct critiques"] += 1
                 if row:

@@ -41,7 +41,7 @@ class TamperConfig(Section):
 class CriticRMConfig(Section):
     samples: int = Field(3, ge=1)
     """Critiques sampled from the SFT critic per tampered answer; with the gold one they are ranked by their
-    automatic labels (K = samples + 1 + fake_problems + hallucinated_fakes)."""
+    automatic labels (K = samples + 1 + fake_problems + hallucinated_fakes + swapped_quotes)."""
     fake_problems: int = Field(1, ge=0)
     """Critiques per tampered answer in the gold one's words that blame a line the tamper left alone (fake
     problems), added to its ranking below the gold one: they teach the RM which line holds the bug."""
@@ -49,6 +49,10 @@ class CriticRMConfig(Section):
     """Critiques per tampered answer in the gold one's words that quote a bug-looking edit of a line the tamper left
     alone (a quote not in the answer), ranked below every critique that quotes the code: they teach the RM to check
     a quote against the code, so PPO cannot raise its score with bugs that are not there."""
+    swapped_quotes: int = Field(0, ge=0)
+    """The SFT critic's own sampled critiques with one quote swapped (a miss made to quote the changed lines, a
+    catch made to quote an untouched statement), added per tampered answer to its ranking: pairs that differ only
+    in the line quoted, in the critic's own words."""
     adversarial: bool = False
     """Keep only tampers the SFT critic misses in at least one of its samples (the paper's adversarial filter)."""
 

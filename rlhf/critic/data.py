@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
-from .critique import CritiqueLabels, Highlight, format_critique, gold_critique, label_critique
+from .critique import (CritiqueLabels, Highlight, format_critique, gold_critique, label_critique,
+                       parse_critique, quoted_lines)
 from .mutations import MutationError, apply_site, find_sites
 from .tamper import changed_span, describe
 
@@ -85,6 +87,46 @@ def fake_problem_critiques(tamper: dict, count: int, seed: int, hallucinated: bo
             text = gold_critique(code, span, describe(site.operator, span, fix, blamed, tamper["failing_test"]))
         if text not in out:
             out.append(text)
+    return out
+
+
+def swapped_quote_critiques(tamper: dict, sampled: list[str], count: int, seed: int) -> list[str]:
+    """Up to `count` of the critic's own sampled critiques with one quote swapped, the rest of the text kept: one
+    that misses the bug now quotes the changed lines in its first highlight, one that catches it quotes a statement
+    the tamper left alone instead. Ranked by their labels next to the originals, each pair differs only in the line
+    it quotes, in the critic's own words: the contrast PPO's samples present to the RM (the gold and fake-problem
+    critiques give it in the gold wording only)."""
+    code, (first, last) = tamper["tampered"], tamper["changed_lines"]
+    lines = code.splitlines()
+    bug = "\n".join(line.strip() for line in lines[first - 1:last])
+    others = sorted({s.line for s in find_sites(code, tamper["entry_point"]) if not first <= s.line <= last})
+    rng = random.Random(seed)
+    order = list(dict.fromkeys(c for c in sampled if c.strip()))
+    rng.shuffle(order)
+    out: list[str] = []
+    for text in order:
+        if len(out) == count:
+            break
+        critique = parse_critique(text)
+        if not critique.highlights:
+            continue
+        hits = [i for i, h in enumerate(critique.highlights)
+                if any(first <= n <= last for n in quoted_lines(h.quote, code) or [])]
+        if hits and not others:
+            continue
+        index = hits[0] if hits else 0
+        line = rng.choice(others) if hits else first
+        quote = lines[line - 1].strip() if hits else bug
+        highlights = list(critique.highlights)
+        old = highlights[index]
+        # the comment's own mentions of the quote and its line follow the swap, as the critic would write them
+        comment = re.sub(r"\bLine \d+", f"Line {line}", old.comment.replace(old.quote.strip(), quote), count=1)
+        highlights[index] = Highlight(quote, comment)
+        swapped = format_critique(highlights, critique.summary)
+        if critique.preamble:
+            swapped = critique.preamble + "\n\n" + swapped
+        if swapped not in out and swapped not in sampled:
+            out.append(swapped)
     return out
 
 

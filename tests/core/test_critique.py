@@ -131,3 +131,28 @@ def test_second_comments_quote_an_unchanged_statement_beside_the_bug_in_a_seeded
     assert orders == {0, 1}                                    # the bug's comment comes first or second
     half = sft_rows([tamper] * 200, second_comments=0.5, seed=0)
     assert 70 < sum(len(parse_critique(r["response"]).highlights) == 2 for r in half) < 130
+
+
+def test_swapped_quote_critiques_change_only_the_line_quoted_and_rank_by_it():
+    from rlhf.critic.data import ranking_row, swapped_quote_critiques
+
+    tamper = {"tampered": 'def f1(x):\n    """Apply +8, then +3, then -8."""\n    a=x+8\n    b=a+3\n    return b-9\n',
+              "changed_lines": [5, 5], "entry_point": "f1", "failing_test": "assert candidate(1) == 4",
+              "description": "Line 5: `return b-9` uses the wrong constant; it should be `return b-8`."}
+    miss = "```python\nb=a+3\n```\nLine 4: `b=a+3` uses the wrong constant; it should be `b=a+8`.\n\nThe rest is fine."
+    catch = "```python\nreturn b-9\n```\nLine 5: `return b-9` should subtract 8."
+    swapped = swapped_quote_critiques(tamper, [miss, catch, miss], 5, seed=1)
+    assert len(swapped) == 2                                     # one per distinct sample
+    assert swapped == swapped_quote_critiques(tamper, [miss, catch, miss], 5, seed=1)          # seeded
+    made_catch = next(s for s in swapped if label_critique(s, tamper["tampered"], [5, 5]).catches_bug)
+    assert made_catch == ("```python\nreturn b-9\n```\nLine 5: `return b-9` uses the wrong constant; it should be "
+                          "`b=a+8`.\n\nThe rest is fine.")
+    made_miss = next(s for s in swapped if s != made_catch)
+    labels = label_critique(made_miss, tamper["tampered"], [5, 5])
+    assert (labels.catches_bug, labels.hallucinated, labels.unchanged) == (False, 0, 1)
+    quote = parse_critique(made_miss).highlights[0].quote
+    assert quote in ("a=x+8", "b=a+3") and made_miss.endswith(f"`{quote}` should subtract 8.")
+    assert swapped_quote_critiques(tamper, [miss, catch], 1, seed=1)[0] in swapped     # at most `count`
+    assert swapped_quote_critiques(tamper, ["no highlight here", ""], 3, seed=1) == []
+    row = ranking_row(tamper, [miss], [made_catch])
+    assert row["ranks"][row["responses"].index(made_catch)] < row["ranks"][row["responses"].index(miss)]
