@@ -148,11 +148,15 @@ def label_critique(text: str, code: str, changed_lines: list[int]) -> CritiqueLa
                           critique.unclosed or critique.empty_quotes > 0)
 
 
+def changed_quote(tampered: str, changed_lines: list[int]) -> str:
+    """The changed lines [first, last] of `tampered` as a highlight quotes them (dedented)."""
+    first, last = changed_lines
+    return textwrap.dedent("\n".join(tampered.splitlines()[first - 1:last])).strip("\n")
+
+
 def gold_critique(tampered: str, changed_lines: list[int], description: str) -> str:
     """The reference rendered as a critique: the changed lines in a highlight, then the description."""
-    first, last = changed_lines
-    quote = textwrap.dedent("\n".join(tampered.splitlines()[first - 1:last])).strip("\n")
-    return f"{FENCE}python\n{quote}\n{FENCE}\n{description}"
+    return f"{FENCE}python\n{changed_quote(tampered, changed_lines)}\n{FENCE}\n{description}"
 
 
 def format_critique(highlights: list[Highlight], summary: str = "") -> str:

@@ -8,7 +8,7 @@ import random
 import re
 from pathlib import Path
 
-from .critique import (CritiqueLabels, Highlight, format_critique, gold_critique, label_critique,
+from .critique import (CritiqueLabels, Highlight, changed_quote, format_critique, gold_critique, label_critique,
                        parse_critique, quoted_lines)
 from .mutations import MutationError, apply_site, find_sites
 from .tamper import changed_span, describe
@@ -42,11 +42,17 @@ def sft_rows(tampers, second_comments: float = 0.0, seed: int = 0) -> list[dict]
     return rows
 
 
+def untouched_lines(tamper: dict) -> list[int]:
+    """Lines of the answer's statements (mutation sites) that the tamper left alone, in order."""
+    first, last = tamper["changed_lines"]
+    return sorted({s.line for s in find_sites(tamper["tampered"], tamper["entry_point"])
+                   if not first <= s.line <= last})
+
+
 def with_second_comment(tamper: dict, gold: str, rng: random.Random) -> str:
     """`gold` plus a comment quoting one statement the tamper left alone, saying it is not the bug, in a random
     order with the bug's comment (the gold critique alone when every statement was changed)."""
-    code, (first, last) = tamper["tampered"], tamper["changed_lines"]
-    lines = sorted({s.line for s in find_sites(code, tamper["entry_point"]) if not first <= s.line <= last})
+    code, lines = tamper["tampered"], untouched_lines(tamper)
     if not lines:
         return gold
     line = rng.choice(lines)
@@ -97,9 +103,7 @@ def swapped_quote_critiques(tamper: dict, sampled: list[str], count: int, seed: 
     it quotes, in the critic's own words: the contrast PPO's samples present to the RM (the gold and fake-problem
     critiques give it in the gold wording only)."""
     code, (first, last) = tamper["tampered"], tamper["changed_lines"]
-    lines = code.splitlines()
-    bug = "\n".join(line.strip() for line in lines[first - 1:last])
-    others = sorted({s.line for s in find_sites(code, tamper["entry_point"]) if not first <= s.line <= last})
+    lines, bug, others = code.splitlines(), changed_quote(code, tamper["changed_lines"]), untouched_lines(tamper)
     rng = random.Random(seed)
     order = list(dict.fromkeys(c for c in sampled if c.strip()))
     rng.shuffle(order)

@@ -13,6 +13,10 @@ CODE = '''def below_zero(operations):
 '''
 CHANGED = [5, 5]       # the tamper turned `< 0` into `<= 0`
 
+TOY_TAMPER = {"tampered": 'def f1(x):\n    """Apply +8, then +3, then -8."""\n    a=x+8\n    b=a+3\n    return b-9\n',
+              "changed_lines": [5, 5], "entry_point": "f1", "failing_test": "assert candidate(1) == 4",
+              "description": "Line 5: `return b-9` uses the wrong constant; it should be `return b-8`."}
+
 CRITIQUE = '''```python
 if balance <= 0:
 ```
@@ -112,9 +116,7 @@ def test_fake_problem_critiques_blame_an_unchanged_line_in_the_gold_words_and_ra
 def test_second_comments_quote_an_unchanged_statement_beside_the_bug_in_a_seeded_order():
     from rlhf.critic.data import gold_of, sft_rows
 
-    tamper = {"tampered": 'def f1(x):\n    """Apply +8, then +3, then -8."""\n    a=x+8\n    b=a+3\n    return b-9\n',
-              "changed_lines": [5, 5], "entry_point": "f1", "failing_test": "assert candidate(1) == 4",
-              "description": "Line 5: `return b-9` uses the wrong constant; it should be `return b-8`."}
+    tamper = TOY_TAMPER
     assert [r["response"] for r in sft_rows([tamper] * 3)] == [gold_of(tamper)] * 3      # off by default
     rows = [r["response"] for r in sft_rows([tamper] * 40, second_comments=1.0, seed=3)]
     assert rows == [r["response"] for r in sft_rows([tamper] * 40, second_comments=1.0, seed=3)]
@@ -136,9 +138,7 @@ def test_second_comments_quote_an_unchanged_statement_beside_the_bug_in_a_seeded
 def test_swapped_quote_critiques_change_only_the_line_quoted_and_rank_by_it():
     from rlhf.critic.data import ranking_row, swapped_quote_critiques
 
-    tamper = {"tampered": 'def f1(x):\n    """Apply +8, then +3, then -8."""\n    a=x+8\n    b=a+3\n    return b-9\n',
-              "changed_lines": [5, 5], "entry_point": "f1", "failing_test": "assert candidate(1) == 4",
-              "description": "Line 5: `return b-9` uses the wrong constant; it should be `return b-8`."}
+    tamper = TOY_TAMPER
     miss = "```python\nb=a+3\n```\nLine 4: `b=a+3` uses the wrong constant; it should be `b=a+8`.\n\nThe rest is fine."
     catch = "```python\nreturn b-9\n```\nLine 5: `return b-9` should subtract 8."
     swapped = swapped_quote_critiques(tamper, [miss, catch, miss], 5, seed=1)
