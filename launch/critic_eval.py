@@ -3,7 +3,7 @@
   sample       one sampled critique
   best_of_n    the critique RM's pick of `critic.eval.best_of` samples
   fsbs_pXX     FSBS (with --fsbs), LENGTH_MODIFIER at the 10th / 25th / 50th / 75th percentile of each search's
-               highlight counts
+               highlight counts; for `critic.eval.fsbs_critics`, on the first `critic.eval.fsbs_limit` answers
 
 For each (critic, decoding): CBI rate (a highlight quotes the inserted bug), hallucinated-highlight rate, rate of
 highlights on unchanged lines, mean highlights and length; Elo of every (critic, decoding) from pairwise
@@ -73,7 +73,8 @@ def decode_all(name: str, evaluator: PolicyEvaluator, prompts: list[str], sectio
     flat = evaluator.score_texts([p for p in prompts for _ in range(section.best_of)], [c for s in samples for c in s])
     out[(name, "best_of_n")] = [s[max(range(len(s)), key=lambda j: flat[i * section.best_of + j])]
                                 for i, s in enumerate(samples)]
-    if section.fsbs:
+    if section.fsbs and name in section.fsbs_critics:
+        prompts = prompts[:section.fsbs_limit]
         rounds = itertools.count(2)          # a sampling stream per FSBS round (steps 0 and 1 are taken above)
 
         def sample(pairs, n):
@@ -89,11 +90,14 @@ def decode_all(name: str, evaluator: PolicyEvaluator, prompts: list[str], sectio
 
 
 def summarize(tampers: list[dict], critiques: dict, scores: dict) -> dict:
+    """A row per (critic, decoding) over the answers it decoded (the first len(texts) tampers); Elo from the
+    critique RM's preferences on the answers two rows share."""
     rows = {}
     for (critic, decoding), texts in critiques.items():
         labels = [label_critique(text, t["tampered"], t["changed_lines"]) for t, text in zip(tampers, texts)]
         highlights = sum(x.highlights for x in labels)
         rows[f"{critic}/{decoding}"] = {
+            "answers": len(labels),
             "cbi_rate": statistics.mean(x.catches_bug for x in labels),
             "hallucinated_rate": sum(x.hallucinated for x in labels) / highlights if highlights else 0.0,
             "unchanged_rate": sum(x.unchanged for x in labels) / highlights if highlights else 0.0,
@@ -110,11 +114,12 @@ def summarize(tampers: list[dict], critiques: dict, scores: dict) -> dict:
 
 
 def format_table(report: dict) -> str:
-    columns = ("cbi_rate", "hallucinated_rate", "unchanged_rate", "mean_highlights", "mean_length", "elo")
+    columns = ("answers", "cbi_rate", "hallucinated_rate", "unchanged_rate", "mean_highlights", "mean_length", "elo")
     head = f"{'critic/decoding':22s}" + "".join(f"{c:>18s}" for c in columns)
     lines = ["", f"critic evaluation on {report['answers']} held-out tampered answers", head, "-" * len(head)]
     for name, row in report["rows"].items():
-        lines.append(f"{name:22s}" + "".join(f"{row.get(c, float('nan')):18.3f}" for c in columns))
+        lines.append(f"{name:22s}" + "".join(f"{row[c]:18d}" if c == "answers" else f"{row.get(c, float('nan')):18.3f}"
+                                             for c in columns))
     return "\n".join(lines)
 
 

@@ -2,7 +2,7 @@
 inserted and how they are checked (`rlhf/critic/tamper.py`)."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Literal, Optional
 
 from pydantic import Field, model_validator
 
@@ -76,6 +76,11 @@ class CriticEvalConfig(Section):
     """FSBS: best candidates of a round extended in the next."""
     fsbs_rounds: int = Field(4, ge=1)
     """FSBS: rounds d (n + (d - 1) k n candidates per answer: 28 by default)."""
+    fsbs_critics: list[Literal["sft", "rl"]] = ["sft", "rl"]
+    """FSBS: the critics it decodes (the paper's default critic is RL + FSBS)."""
+    fsbs_limit: Optional[int] = Field(None, ge=1)
+    """FSBS: on the first N of the evaluated answers only (None: all of them); a search samples n + (d - 1) k n
+    critiques per answer against best-of-n's n."""
     limit: Optional[int] = Field(None, ge=1)
     """Evaluate on the first N test tampers only (None: the whole test split)."""
 

@@ -20,7 +20,8 @@ def critic_config(tmp_path, model_cache):
     tree["run"].update(output_dir=str(tmp_path), num_steps=2)
     tree["model"]["cache_dir"] = model_cache
     tree["critic"] = {"tamper": {"problems": "toy:24", "max_attempts": 2}, "rm": {"samples": 2},
-                      "eval": {"best_of": 2, "fsbs": True, "fsbs_n": 2, "fsbs_k": 1, "fsbs_rounds": 2, "limit": 3}}
+                      "eval": {"best_of": 2, "fsbs": True, "fsbs_n": 2, "fsbs_k": 1, "fsbs_rounds": 2, "limit": 3,
+                               "fsbs_critics": ["rl"], "fsbs_limit": 2}}
     tree["sft"].update(epochs=1, eval_every=100)
     tree["rm"].update(epochs=1, eval_every=100, batch_size=8, micro_batch_size=8)
     tree["rollout"].update(max_new_tokens=24, prompts_per_step=4)
@@ -59,16 +60,18 @@ def test_critic_chain_tamper_sft_rm_ppo(ray_cluster, tmp_path, model_cache):
     policy = run_critic_ppo(cfg)
     assert (policy / "config.json").exists()
     assert [row["step"] for row in read_metrics(root / "ppo")] == [1, 2]
-    # eval: both critics under sampling, best-of-2 and FSBS at four percentiles, labelled, Elo, a plot
+    # eval: both critics under sampling and best-of-2 on 3 answers, the RL critic with FSBS at four percentiles on
+    # the first 2; labelled, Elo, a plot
     report = run_critic_eval(cfg)
-    names = {f"{c}/{d}" for c in ("sft", "rl") for d in ("sample", "best_of_n", "fsbs_p10", "fsbs_p25", "fsbs_p50",
-                                                         "fsbs_p75")}
+    fsbs_names = {f"rl/fsbs_{p}" for p in ("p10", "p25", "p50", "p75")}
+    names = {f"{c}/{d}" for c in ("sft", "rl") for d in ("sample", "best_of_n")} | fsbs_names
     assert report["answers"] == 3 and set(report["rows"]) == names
-    for row in report["rows"].values():
+    for name, row in report["rows"].items():
         assert 0 <= row["cbi_rate"] <= 1 and 0 <= row["hallucinated_rate"] <= 1 and row["mean_length"] > 0
+        assert row["answers"] == (2 if name in fsbs_names else 3)
     assert sum(row["elo"] for row in report["rows"].values()) == pytest.approx(1000 * len(names))
     critiques = [json.loads(line) for line in (root / "eval" / "critiques.jsonl").read_text().splitlines()]
-    assert len(critiques) == 3 * len(names)
+    assert len(critiques) == 3 * 4 + 2 * 4
     fsbs = [c["critique"] for c in critiques if c["decoding"].startswith("fsbs")]
     assert all(text.startswith("```python\n") for text in fsbs)          # the forced highlight opener
     assert (root / "eval" / "precision_recall.png").stat().st_size > 10_000
