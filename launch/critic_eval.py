@@ -74,16 +74,17 @@ def decode_all(name: str, evaluator: PolicyEvaluator, prompts: list[str], sectio
     out[(name, "best_of_n")] = [s[max(range(len(s)), key=lambda j: flat[i * section.best_of + j])]
                                 for i, s in enumerate(samples)]
     if section.fsbs and name in section.fsbs_critics:
-        prompts = prompts[:section.fsbs_limit]
+        fsbs_prompts = prompts[:section.fsbs_limit]
         rounds = itertools.count(2)          # a sampling stream per FSBS round (steps 0 and 1 are taken above)
 
         def sample(pairs, n):
-            return evaluator.complete([prompts[i] + prefix for i, prefix in pairs], n, step=next(rounds) * 10**4)
+            return evaluator.complete([fsbs_prompts[i] + prefix for i, prefix in pairs], n,
+                                      step=next(rounds) * 10**4)
 
         def score(pairs):
-            return evaluator.score_texts([prompts[i] for i, _ in pairs], [text for _, text in pairs])
+            return evaluator.score_texts([fsbs_prompts[i] for i, _ in pairs], [text for _, text in pairs])
 
-        searches = search_many(len(prompts), sample, score, section.fsbs_n, section.fsbs_k, section.fsbs_rounds)
+        searches = search_many(len(fsbs_prompts), sample, score, section.fsbs_n, section.fsbs_k, section.fsbs_rounds)
         for label in PERCENTILES:
             out[(name, f"fsbs_{label}")] = [choose(c, label).best.text for c in searches]
     return out
@@ -118,8 +119,8 @@ def format_table(report: dict) -> str:
     head = f"{'critic/decoding':22s}" + "".join(f"{c:>18s}" for c in columns)
     lines = ["", f"critic evaluation on {report['answers']} held-out tampered answers", head, "-" * len(head)]
     for name, row in report["rows"].items():
-        lines.append(f"{name:22s}" + "".join(f"{row[c]:18d}" if c == "answers" else f"{row.get(c, float('nan')):18.3f}"
-                                             for c in columns))
+        cells = (f"{row[c]:18d}" if c == "answers" else f"{row.get(c, float('nan')):18.3f}" for c in columns)
+        lines.append(f"{name:22s}" + "".join(cells))
     return "\n".join(lines)
 
 
@@ -135,7 +136,8 @@ def plot(report: dict, path: Path) -> None:
     for name, row in report["rows"].items():
         x, y = row["hallucinated_rate"] + row["unchanged_rate"], row["cbi_rate"]
         ax.scatter(x, y)
-        ax.annotate(name, (x, y), fontsize=8, xytext=(3, 3), textcoords="offset points")
+        label = name if row["answers"] == report["answers"] else f"{name} ({row['answers']} answers)"
+        ax.annotate(label, (x, y), fontsize=8, xytext=(3, 3), textcoords="offset points")
     ax.set_xlabel("highlights not on the inserted bug (hallucinated + unchanged lines)")
     ax.set_ylabel("CBI rate (critiques that catch the inserted bug)")
     ax.set_xlim(-0.05, 1.05)
