@@ -10,6 +10,7 @@ from rlhf.data.prompts import left_pad
 from rlhf.experience import Experience
 from rlhf.generation import SamplingParams, response_texts
 from rlhf.models import load_tokenizer
+from rlhf.placement_rules import PHASE_ROLES
 
 from .group import RoleGroups, RoleSpec, gather
 from .reward import RewardWorker
@@ -27,6 +28,7 @@ class PolicyEvaluator:
         if scores:
             specs.append(RoleSpec("reward", RewardWorker, (tokenizer_path,), resources=one("reward")))
         self.groups = RoleGroups(cfg, specs)
+        self.groups.apply_phase_threads(PHASE_ROLES)         # generation and scoring take turns
         self.rollout = self.groups["rollout"]
         self.reward = self.groups["reward"] if scores else None
 

@@ -15,6 +15,7 @@ import ray
 from ray.exceptions import ObjectLostError, RayActorError, RayTaskError
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from rlhf.placement_rules import phase_threads
 from rlhf.sharding import pad_rows, shard
 
 from .placement import create_placement_groups, remove_groups
@@ -222,7 +223,7 @@ class RoleGroups:
     def __init__(self, cfg, specs: list[RoleSpec], shared_dir=None, writers: tuple = ()):
         """With `shared_dir`, the actors of the `writers` roles (each rank writes its part of every checkpoint)
         check they see that folder before any model is loaded (`check_shared`)."""
-        self.specs = {s.role: s for s in specs}
+        self.cfg, self.specs = cfg, {s.role: s for s in specs}
         self.groups: dict[str, ActorGroup] = {}
         self.placements: dict = {}
         try:
@@ -241,6 +242,23 @@ class RoleGroups:
         except BaseException:
             self.shutdown()
             raise
+
+    def apply_phase_threads(self, phase_roles: dict[str, tuple]) -> dict:
+        """Each actor's torch threads in each phase (`rlhf.placement_rules.phase_threads`) of work that runs one
+        phase after another, `phase_roles` naming who works in each; a local cluster the run started for itself
+        is the run's whole machine. Returns the plan ({} with `actors.phase_threads: false`)."""
+        if not self.cfg.actors.phase_threads:
+            return {}
+        cores = {}
+        for group in self.groups.values():
+            for node, count in zip(group.nodes, group.run("cores")):
+                cores[node] = count
+        actors = [(role, rank, node, group.resources.num_cpus)
+                  for role, group in self.groups.items() for rank, node in enumerate(group.nodes)]
+        plan = phase_threads(actors, cores, phase_roles, whole_nodes=self.cfg.cluster_address is None)
+        gather_all(*[group.call_each("set_phase_threads", [(plan.get((role, rank), {}),) for rank in range(len(group))])
+                     for role, group in self.groups.items()])
+        return plan
 
     def recreate(self, role: str) -> None:
         """Kill every worker of `role`, start new ones on the same placement, connect and set them up (weights

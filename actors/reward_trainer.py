@@ -1,12 +1,14 @@
 """Reward-model training role: a scalar-head model under DeepSpeed ZeRO trained with InstructGPT's K-wise loss,
-one forward pass per response, all C(K,2) pairs of a prompt in one batch element."""
+one score per response (the prompt read once for its K responses), all C(K,2) pairs of a prompt in one batch
+element."""
 from __future__ import annotations
 
 import torch
 
 from rlhf.algo.losses import ranking_batch_loss, ranking_prompt_losses
 from rlhf.algo.rewards import last_token_values
-from rlhf.batches import RankingBatch, flatten_rankings, unflatten_scores
+from rlhf.batches import RankingBatch
+from rlhf.forward import ranking_scores
 from rlhf.models import load_scalar_model
 
 from .trainable import TrainableWorker
@@ -22,10 +24,10 @@ class RewardModelWorker(TrainableWorker):
         return last_token_values(values, mask)
 
     def _rewards(self, batch: RankingBatch) -> torch.Tensor:
-        ids, mask, valid = flatten_rankings(batch)
-        return unflatten_scores(self._scores(ids, mask), valid.to(self.device))
+        return ranking_scores(self.engine, batch, self.device)
 
     def train(self, pieces: list, plan: list) -> dict:
+        self.use_threads("train")
         margin = self.cfg.rm.margin
 
         def micro_loss(micro: RankingBatch, global_prompts: float, update: int, micro_index: int):
@@ -35,6 +37,8 @@ class RewardModelWorker(TrainableWorker):
 
     def validation_rows(self, pieces: list) -> torch.Tensor:
         """Per prompt of this rank's block: (K-wise loss, pair accuracy, pairs), shape (prompts, 3)."""
+        self.use_threads("train")
+
         def fn(micro: RankingBatch) -> torch.Tensor:
             losses, accuracies, pairs = ranking_prompt_losses(self._rewards(micro), micro.ranks.to(self.device),
                                                               self.cfg.rm.margin)
@@ -44,5 +48,6 @@ class RewardModelWorker(TrainableWorker):
 
     def scores(self, pieces: list) -> torch.Tensor:
         """Raw scores of this rank's block of complete sequences (for bias normalization)."""
+        self.use_threads("train")
         return self.forward_batches(self.rows(pieces),
                                     lambda micro: self._scores(micro.input_ids, micro.attention_mask))

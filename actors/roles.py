@@ -13,7 +13,7 @@ import torch
 
 from rlhf.experience import Experience
 from rlhf.generation import SamplingParams
-from rlhf.placement_rules import phase_threads
+from rlhf.placement_rules import PHASE_ROLES
 from rlhf.sharding import covering, sample_layout, shard_bounds, shard_slice
 
 from .group import ActorDiedError, Calls, ResultsLost, RoleError, RoleGroups, RoleSpec, gather, gather_all
@@ -121,21 +121,11 @@ class RoleSet:
             raise
 
     def apply_phase_threads(self) -> None:
-        """In synchronous mode, each actor's torch threads per phase (`rlhf.placement_rules.phase_threads`): the
+        """In synchronous mode, each actor's torch threads per phase (`RoleGroups.apply_phase_threads`): the
         phases run one after another, so a phase's actors may use what the run reserved on their node."""
         self.phase_plan: dict = {}
-        if not self.cfg.actors.phase_threads or self.cfg.rollout.async_:
-            return
-        groups = self.groups.groups
-        cores = {}
-        for role, group in groups.items():
-            for node, count in zip(group.nodes, group.run("cores")):
-                cores[node] = count
-        actors = [(role, rank, node, getattr(self.cfg.actors, role).num_cpus)
-                  for role, group in groups.items() for rank, node in enumerate(group.nodes)]
-        self.phase_plan = plan = phase_threads(actors, cores)
-        gather_all(*[group.call_each("set_phase_threads", [(plan.get((role, rank), {}),) for rank in range(len(group))])
-                     for role, group in groups.items()])
+        if not self.cfg.rollout.async_:
+            self.phase_plan = self.groups.apply_phase_threads(PHASE_ROLES)
 
     # ---- one PPO step ----------------------------------------------------------------------------------------
 

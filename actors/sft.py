@@ -23,6 +23,8 @@ class SFTWorker(TrainableWorker):
         return self.engine(input_ids=ids, attention_mask=attention).logits[:, :-1]
 
     def train(self, pieces: list, plan: list) -> dict:
+        self.use_threads("train")
+
         def micro_loss(micro: TokenBatch, global_tokens: float, update: int, micro_index: int):
             loss = lm_loss(self._logits(micro), micro.input_ids[:, 1:].to(self.device),
                            micro.loss_mask[:, 1:].to(self.device), global_tokens)
@@ -32,6 +34,8 @@ class SFTWorker(TrainableWorker):
 
     def validation_rows(self, pieces: list) -> torch.Tensor:
         """Per row of this rank's block: (sum of target-token NLL, number of target tokens), shape (rows, 2)."""
+        self.use_threads("train")
+
         def fn(micro: TokenBatch) -> torch.Tensor:
             mask = micro.loss_mask[:, 1:].to(self.device)
             nll = token_nll(self._logits(micro), micro.input_ids[:, 1:].to(self.device)) * mask

@@ -85,6 +85,8 @@ class SupervisedTrainer:
                                 shared_dir=self.run_dir, writers=(self.role,))
             self.group = groups[self.role]
             try:
+                # the stage's one group works alone: its actors share the cores the run has on their nodes
+                groups.apply_phase_threads({"train": (self.role,)})
                 if self.resume:
                     self.restore()
                 self.log = RunLog(self.cfg, self.resume, self.step, total_steps=self.total_steps)

@@ -34,12 +34,15 @@ class TokenBatch(_Rows):
 class RankingBatch(_Rows):
     """One row per prompt: its K responses (padded to the batch's largest K with empty rows).
 
-    input_ids, attention_mask (P, K, L) right-padded prompt + response; ranks (P, K) with 1 = best, 0 = no response.
+    input_ids, attention_mask (P, K, L) right-padded prompt + response; ranks (P, K) with 1 = best, 0 = no response;
+    prefix_lengths (P,) the tokens all K sequences of a prompt begin with (the prompt, and more where the responses
+    open alike), short of the shortest sequence by at least one token: the model can read them once per prompt.
     """
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     ranks: torch.Tensor
+    prefix_lengths: torch.Tensor
 
 
 def collate_sft(samples: list[tuple[list[int], list[int]]], pad_id: int) -> TokenBatch:
@@ -68,7 +71,17 @@ def collate_rankings(groups: list[tuple[list[list[int]], list[int]]], pad_id: in
             ids[p, k, :len(seq)] = torch.tensor(seq)
             attention[p, k, :len(seq)] = 1
         ranks[p, :len(group_ranks)] = torch.tensor(group_ranks)
-    return RankingBatch(ids, attention, ranks)
+    prefixes = torch.tensor([shared_prefix_length(seqs) for seqs, _ in groups], dtype=torch.long)
+    return RankingBatch(ids, attention, ranks, prefixes)
+
+
+def shared_prefix_length(sequences: list[list[int]]) -> int:
+    """How many leading tokens all `sequences` share, leaving each at least one token of its own."""
+    limit = min(len(s) for s in sequences) - 1
+    length = 0
+    while length < limit and all(s[length] == sequences[0][length] for s in sequences):
+        length += 1
+    return length
 
 
 def length_grouped_order(lengths: list[int], batch_size: int, seed: int, pool: int = 50) -> list[list[int]]:
@@ -87,7 +100,7 @@ def length_grouped_order(lengths: list[int], batch_size: int, seed: int, pool: i
 
 def flatten_rankings(batch: RankingBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The real responses of a RankingBatch as one (N, L) batch, N = sum of K over prompts: each response is
-    scored by exactly one forward pass, and all C(K,2) pairs of a prompt reuse those K scores.
+    scored once, and all C(K,2) pairs of a prompt reuse those K scores.
     Returns (input_ids, attention_mask, valid) with `valid` (P, K) to scatter scores back."""
     valid = batch.ranks > 0
     return batch.input_ids[valid], batch.attention_mask[valid], valid
@@ -97,3 +110,35 @@ def unflatten_scores(scores: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     out = scores.new_zeros(valid.shape)
     out[valid] = scores
     return out
+
+
+@dataclass
+class SharedPrefixRows:
+    """A RankingBatch cut for reading each prompt's shared prefix once: prefix_ids, prefix_mask (P, A) left-padded;
+    tail_ids, tail_mask (N, T) right-padded, the rest of each real response's sequence (N = sum of K over
+    prompts, in `flatten_rankings` order); owner (N,) the prompt each tail continues."""
+
+    prefix_ids: torch.Tensor
+    prefix_mask: torch.Tensor
+    tail_ids: torch.Tensor
+    tail_mask: torch.Tensor
+    owner: torch.Tensor
+
+
+def split_shared_prefixes(batch: RankingBatch) -> SharedPrefixRows:
+    valid = batch.ranks > 0
+    prefix = batch.prefix_lengths
+    width = int(prefix.max())
+    columns = torch.arange(width)
+    # left padding: prompt p's prefix fills the last prefix[p] columns
+    starts = (width - prefix)[:, None]
+    prefix_mask = (columns[None, :] >= starts).long()
+    source = (columns[None, :] - starts).clamp(min=0)
+    prefix_ids = batch.input_ids[:, 0, :].gather(1, source) * prefix_mask
+    owner = valid.nonzero()[:, 0]
+    ids = batch.input_ids[valid]
+    tail_lengths = batch.attention_mask[valid].sum(dim=1) - prefix[owner]
+    tail_columns = torch.arange(int(tail_lengths.max()))
+    tail_mask = (tail_columns[None, :] < tail_lengths[:, None]).long()
+    source = (prefix[owner][:, None] + tail_columns[None, :]).clamp(max=ids.shape[1] - 1)
+    return SharedPrefixRows(prefix_ids, prefix_mask, ids.gather(1, source) * tail_mask, tail_mask, owner)

@@ -11,6 +11,7 @@ import torch
 from .algo.logprobs import response_slice, token_logprobs_and_entropy
 from .algo.losses import entropy_loss, kl_loss, policy_loss, value_loss
 from .algo.rewards import last_token_values
+from .batches import flatten_rankings, split_shared_prefixes, unflatten_scores
 from .experience import widen
 from .lora import plain_model
 
@@ -58,6 +59,39 @@ def token_scores(model, ids, mask, device) -> torch.Tensor:
     position_ids = (mask.cumsum(dim=1) - 1).clamp(min=0)
     out = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=position_ids.to(device))
     return last_token_values(out.logits[..., 0], mask.to(device))
+
+
+def checkpoints_activations(module) -> bool:
+    """Whether an HF model recomputes activations in backward (the property's name changed in transformers 5)."""
+    for name in ("is_activation_checkpointing", "is_gradient_checkpointing"):
+        if isinstance(getattr(type(module), name, None), property):
+            return bool(getattr(module, name))
+    return False
+
+
+def ranking_scores(model, batch, device) -> torch.Tensor:
+    """A scalar-head model's score of every response of a RankingBatch, (P, K) with zeros where there is none.
+    Each prompt's shared prefix runs once: its keys and values are cached and handed to the K continuations (the
+    same scores as `token_scores` of the whole sequences, up to float rounding, for about half the work when the
+    prompt is the longer part). Under gradient checkpointing, which drops caches, the whole sequences run."""
+    from transformers import DynamicCache
+
+    module = plain_model(getattr(model, "module", model))
+    if checkpoints_activations(module) and module.training:
+        ids, mask, valid = flatten_rankings(batch)
+        return unflatten_scores(token_scores(model, ids, mask, device).float(), valid.to(device))
+    rows = split_shared_prefixes(batch)
+    prefix_mask, owner = rows.prefix_mask.to(device), rows.owner.to(device)
+    cache = DynamicCache()
+    keyword = "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
+    model(input_ids=rows.prefix_ids.to(device), attention_mask=prefix_mask,
+          position_ids=(prefix_mask.cumsum(dim=1) - 1).clamp(min=0), use_cache=True, **{keyword: cache})
+    cache.batch_select_indices(owner)
+    tail_mask = rows.tail_mask.to(device)
+    positions = prefix_mask.sum(dim=1)[owner][:, None] + torch.arange(tail_mask.shape[1], device=device)[None, :]
+    out = model(input_ids=rows.tail_ids.to(device), attention_mask=torch.cat([prefix_mask[owner], tail_mask], dim=1),
+                position_ids=positions, use_cache=True, **{keyword: cache})
+    return unflatten_scores(last_token_values(out.logits[..., 0].float(), tail_mask), (batch.ranks > 0).to(device))
 
 
 def sequence_scores(model, exp, device) -> torch.Tensor:

@@ -92,24 +92,27 @@ PHASE_ROLES = {"generate": ("rollout",), "score": ("policy", "reference", "rewar
                "train": ("policy", "value")}
 
 
-def phase_threads(actors: list[tuple[str, int, str, float]], node_cores: dict[str, int]) -> dict[tuple, dict]:
-    """(role, rank) -> {phase: torch threads} for the phases its role works in (`PHASE_ROLES`).
+def phase_threads(actors: list[tuple[str, int, str, float]], node_cores: dict[str, int],
+                  phase_roles: dict[str, tuple] = PHASE_ROLES, whole_nodes: bool = False) -> dict[tuple, dict]:
+    """(role, rank) -> {phase: torch threads} for the phases its role works in (`phase_roles`, one after another:
+    PPO's by default; a supervised stage's one group trains alone).
 
     `actors`: (role, rank, node, num_cpus) of every actor of the run; `node_cores`: the cores of each node. On a
-    node the run may use what it reserved there (the sum of its actors' num_cpus), at most the node's cores; in a
-    phase, the actors of that phase on the node share it in proportion to their num_cpus, each getting at least
-    its own num_cpus (and at least 1). The phases run one after another, so nothing is oversubscribed."""
+    node the run may use what it reserved there (the sum of its actors' num_cpus), at most the node's cores; with
+    `whole_nodes` (a local cluster the run started for itself) the node's cores; in a phase, the actors of that
+    phase on the node share it in proportion to their num_cpus, each getting at least its own num_cpus (and at
+    least 1). The phases run one after another, so nothing is oversubscribed."""
     reserved: dict[str, float] = {}
     for _, _, node, cpus in actors:
         reserved[node] = reserved.get(node, 0.0) + cpus
     out: dict[tuple, dict] = {}
-    for phase, roles in PHASE_ROLES.items():
+    for phase, roles in phase_roles.items():
         working = [a for a in actors if a[0] in roles]
         sharing: dict[str, float] = {}                 # node -> num_cpus of the phase's actors there
         for _, _, node, cpus in working:
             sharing[node] = sharing.get(node, 0.0) + cpus
         for role, rank, node, cpus in working:
-            budget = min(reserved[node], node_cores[node])
+            budget = node_cores[node] if whole_nodes else min(reserved[node], node_cores[node])
             share = budget * cpus / sharing[node] if sharing[node] > 0 else 0.0
             out.setdefault((role, rank), {})[phase] = max(1, int(cpus), int(share))
     return out

@@ -74,3 +74,8 @@ def test_phase_threads_share_what_the_run_reserved_on_each_node_among_the_phase_
     }
     # never fewer threads than an actor reserved, even on a crowded node
     assert phase_threads([("policy", 0, "A", 4), ("value", 0, "A", 4)], {"A": 2})[("policy", 0)]["train"] == 4
+    # a supervised stage's one actor: its own CPU on a shared cluster, the whole node on a local cluster of its own
+    solo = [("reward", 0, "A", 1)]
+    assert phase_threads(solo, {"A": 2}, {"train": ("reward",)}) == {("reward", 0): {"train": 1}}
+    assert phase_threads(solo, {"A": 2}, {"train": ("reward",)}, whole_nodes=True) == {("reward", 0): {"train": 2}}
+    assert phase_threads(actors, {"A": 2, "B": 16}, whole_nodes=True)[("value", 0)] == {"score": 10, "train": 10}

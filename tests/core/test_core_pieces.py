@@ -8,8 +8,10 @@ import torch
 
 from rlhf.sharding import shard
 
+from rlhf.batches import collate_rankings, unflatten_scores
 from rlhf.checkpoint import CheckpointManager
 from rlhf.experience import Experience
+from rlhf.forward import checkpoints_activations, ranking_scores, token_scores
 from rlhf.generation import HFGenerateEngine, SamplingParams, response_mask_from_tokens
 from rlhf.models import (attention_kernel, build_char_tokenizer, load_causal_lm, load_scalar_model, load_tokenizer,
                          make_tiny_model)
@@ -163,6 +165,33 @@ def test_attention_kernels_agree_and_auto_picks_by_device(tiny):
         outputs[kernel] = (logits[mask.bool()].detach(), model.model.layers[0].self_attn.q_proj.weight.grad)
     assert torch.allclose(outputs["eager"][0], outputs["sdpa"][0], atol=1e-5)
     assert torch.allclose(outputs["eager"][1], outputs["sdpa"][1], atol=1e-5)
+
+
+@pytest.mark.parametrize("kernel", ["eager", "sdpa"])
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_ranking_scores_read_each_prompt_once_and_match_whole_sequences(tiny, kernel, checkpointing):
+    groups = [([[5, 6, 7, 8, 9, 10], [5, 6, 7, 11], [5, 6, 12, 13, 14, 15, 16]], [1, 2, 3]),
+              ([[20, 21, 22, 23, 24, 25, 26, 27], [20, 21, 22, 23, 24, 25, 30]], [2, 1])]
+    batch = collate_rankings(groups, pad_id=0)
+    assert batch.prefix_lengths.tolist() == [2, 6]
+    model = load_scalar_model(tiny, attention=kernel)
+    if checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        assert checkpoints_activations(model)
+    model.train()
+    valid = batch.ranks > 0
+    results = []
+    for score in (lambda: ranking_scores(model, batch, torch.device("cpu")),
+                  lambda: unflatten_scores(token_scores(model, batch.input_ids[valid], batch.attention_mask[valid],
+                                                        torch.device("cpu")), valid)):
+        model.zero_grad()
+        scores = score()
+        (scores * torch.arange(1.0, 4.0)).sum().backward()
+        results.append((scores.detach(), model.model.layers[0].self_attn.k_proj.weight.grad.clone()))
+    (shared, shared_grad), (whole, whole_grad) = results
+    assert shared[1, 2] == 0 and shared[0].abs().min() > 0
+    assert torch.allclose(shared, whole, atol=1e-5) and not torch.equal(shared[0, 0], shared[0, 1])
+    assert torch.allclose(shared_grad, whole_grad, atol=1e-5) and shared_grad.abs().sum() > 0
 
 
 def test_fused_adamw_settings_take_the_same_step_as_the_loop():

@@ -5,7 +5,8 @@ import json
 import pytest
 import torch
 
-from rlhf.batches import collate_rankings, collate_sft, flatten_rankings, length_grouped_order, unflatten_scores
+from rlhf.batches import (collate_rankings, collate_sft, flatten_rankings, length_grouped_order, split_shared_prefixes,
+                          unflatten_scores)
 from rlhf.config import RMConfig, SFTConfig
 from rlhf.data.comparisons import tokenize_comparisons
 from rlhf.data.demonstrations import tokenize_demonstrations
@@ -112,3 +113,18 @@ def test_unnamed_list_column_is_not_read_as_ordered(tmp_path):
     assert named[0][1] == [2, 1]
     ordered = tokenize_comparisons([{"prompt": "p", "responses": ["a", "b"]}], RMConfig(), TOKENIZER, "cmp.jsonl")
     assert ordered[0][1] == [1, 2]
+
+
+def test_rankings_share_each_prompts_prefix():
+    groups = [([[5, 6, 7, 8], [5, 6, 7, 9, 9], [5, 6, 1]], [1, 2, 3]),
+              ([[4, 4], [4, 4, 4]], [2, 1])]
+    batch = collate_rankings(groups, pad_id=0)
+    # the third response of the first prompt parts at its third token; the second prompt's shorter sequence keeps
+    # its last token to itself
+    assert batch.prefix_lengths.tolist() == [2, 1]
+    rows = split_shared_prefixes(batch)
+    assert rows.prefix_ids.tolist() == [[5, 6], [0, 4]] and rows.prefix_mask.tolist() == [[1, 1], [0, 1]]
+    assert rows.owner.tolist() == [0, 0, 0, 1, 1]
+    assert rows.tail_ids.tolist() == [[7, 8, 0], [7, 9, 9], [1, 0, 0], [4, 0, 0], [4, 4, 0]]
+    assert rows.tail_mask.sum(dim=1).tolist() == [2, 3, 1, 1, 2]
+    assert shard(batch, 1, 2).prefix_lengths.tolist() == [1]
