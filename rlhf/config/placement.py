@@ -32,10 +32,11 @@ class ActorsConfig(Section):
     reward: RoleResources = RoleResources()
     rollout: RoleResources = RoleResources()
     phase_threads: bool = True
-    """Synchronous PPO runs its phases one after another (generate, score, train): an actor working while others of
-    the run on its node wait uses their reserved CPUs too (torch threads per phase, shared in proportion to
-    num_cpus among the phase's actors on the node, at most the node's cores). false: every actor always runs
-    num_cpus threads (also what asynchronous mode does: there the phases overlap)."""
+    """Synchronous PPO runs its phases one after another (generate, score, train), a supervised stage's one group
+    works alone, evaluation generates then scores: an actor working while others of the run on its node wait uses
+    their reserved CPUs too (torch threads per phase, shared in proportion to num_cpus among the phase's actors on
+    the node, at most the node's cores; on a local cluster the run started for itself, the node's cores). false:
+    every actor always runs num_cpus threads (also what asynchronous mode does: there the phases overlap)."""
 
 
 class ZeroSettings(Section):
