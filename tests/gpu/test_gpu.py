@@ -14,6 +14,22 @@ def test_backend_and_dtype_on_gpu():
     assert torch_dtype("auto", torch.device("cuda")) == torch.bfloat16
 
 
+def test_ranking_scores_share_prefixes_on_gpu_in_bf16(tmp_path):
+    from rlhf.batches import collate_rankings, flatten_rankings, unflatten_scores
+    from rlhf.forward import ranking_scores, token_scores
+    from rlhf.models import load_scalar_model, make_tiny_model
+
+    model = load_scalar_model(str(make_tiny_model(tmp_path / "m")), torch.bfloat16, "sdpa").cuda().train()
+    batch = collate_rankings([([[5, 6, 7, 8, 9], [5, 6, 7, 11]], [1, 2]),
+                              ([[3, 4, 12, 13, 14, 15], [3, 4, 12, 20], [3, 4, 21]], [3, 1, 2])], pad_id=0)
+    device = torch.device("cuda")
+    shared = ranking_scores(model, batch, device)
+    ids, mask, valid = flatten_rankings(batch)
+    whole = unflatten_scores(token_scores(model, ids, mask, device).float(), valid.to(device))
+    shared.sum().backward()
+    assert torch.allclose(shared, whole, atol=2e-2) and shared[0, 2] == 0
+
+
 def test_bf16_ppo_run_on_gpu(tmp_path, model_cache, ray_cluster):
     from launch.ppo import run_ppo
     from launch.runlog import read_metrics
