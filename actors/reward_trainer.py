@@ -6,9 +6,8 @@ from __future__ import annotations
 import torch
 
 from rlhf.algo.losses import ranking_batch_loss, ranking_prompt_losses
-from rlhf.algo.rewards import last_token_values
 from rlhf.batches import RankingBatch
-from rlhf.forward import ranking_scores
+from rlhf.forward import ranking_scores, token_scores
 from rlhf.models import load_scalar_model
 
 from .trainable import TrainableWorker
@@ -17,11 +16,6 @@ from .trainable import TrainableWorker
 class RewardModelWorker(TrainableWorker):
     def setup(self, model_path: str) -> None:
         self.build_engine(lambda: load_scalar_model(model_path, self.dtype, self.attention), "rm")
-
-    def _scores(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        ids, mask = input_ids.to(self.device), attention_mask.to(self.device)
-        values = self.engine(input_ids=ids, attention_mask=mask).logits[..., 0].float()
-        return last_token_values(values, mask)
 
     def _rewards(self, batch: RankingBatch) -> torch.Tensor:
         return ranking_scores(self.engine, batch, self.device)
@@ -49,5 +43,7 @@ class RewardModelWorker(TrainableWorker):
     def scores(self, pieces: list) -> torch.Tensor:
         """Raw scores of this rank's block of complete sequences (for bias normalization)."""
         self.use_threads("train")
-        return self.forward_batches(self.rows(pieces),
-                                    lambda micro: self._scores(micro.input_ids, micro.attention_mask))
+        def fn(micro) -> torch.Tensor:
+            return token_scores(self.engine, micro.input_ids, micro.attention_mask, self.device).float()
+
+        return self.forward_batches(self.rows(pieces), fn)
