@@ -20,6 +20,7 @@ import functools
 import itertools
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -153,11 +154,8 @@ def run_python(source: str, limits: SandboxLimits = SandboxLimits()) -> SandboxR
                 os.close(status_write)
                 return SandboxResult("error", None, 0.0, None, "", f"sandbox could not start: {error}", mode)
             os.close(status_write)
-            timed_out = False
-            try:
-                process.wait(timeout=limits.timeout_s)
-            except subprocess.TimeoutExpired:
-                timed_out = True
+            timed_out = not _exited_within(process, limits.timeout_s)
+            if timed_out:
                 _kill_group(process)
             with os.fdopen(status_read, "rb") as pipe:
                 reported = pipe.read()
@@ -182,6 +180,27 @@ def _our_python() -> str:
     import sys
 
     return sys.executable
+
+
+def _exited_within(process: subprocess.Popen, timeout_s: float) -> bool:
+    """Wait for the process to end, at most `timeout_s`; whether it ended. Woken by its exit (a pidfd) where the
+    kernel has them: `Popen.wait(timeout)` polls with sleeps that double up to 50 ms, which here added ~20 ms to
+    a 30 ms check and left the core idle meanwhile."""
+    try:
+        pidfd = os.pidfd_open(process.pid)
+    except (AttributeError, OSError):          # no pidfd here: the polling wait
+        try:
+            process.wait(timeout=timeout_s)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+    try:
+        ready, _, _ = select.select([pidfd], [], [], timeout_s)
+    finally:
+        os.close(pidfd)
+    if ready:
+        process.wait()                         # reap it (it has exited: returns at once)
+    return bool(ready)
 
 
 def _kill_group(process: subprocess.Popen) -> None:

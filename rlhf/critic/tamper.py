@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import ast
 import difflib
+import itertools
 import random
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from typing import Iterator
 
 from rlhf.sandbox import SandboxLimits, run_many
 from rlhf.seeding import derive_seed
@@ -50,9 +52,10 @@ class Tamper:
         return asdict(self)
 
 
-def candidate_edits(problem: CodeProblem, count: int, seed: int) -> list[tuple[str, str]]:
-    """Up to `count` distinct (operator, tampered source) for `problem`: operators taken in turns (a seeded order),
-    a seeded site of each, so that no operator crowds out the others."""
+def candidate_edits(problem: CodeProblem, seed: int) -> Iterator[tuple[str, str]]:
+    """Distinct (operator, tampered source) for `problem`, each made when it is asked for (most problems need only
+    their first): operators taken in turns (a seeded order), a seeded site of each, so that no operator crowds out
+    the others. Raises MutationError (at the first) for a solution that cannot be mutated."""
     sites = find_sites(problem.solution, problem.entry_point)
     rng = random.Random(seed)
     by_operator = {op: [s for s in sites if s.operator == op] for op in OPERATORS}
@@ -60,18 +63,17 @@ def candidate_edits(problem: CodeProblem, count: int, seed: int) -> list[tuple[s
         rng.shuffle(group)
     order = [op for op in OPERATORS if by_operator[op]]
     rng.shuffle(order)
-    out, seen = [], {problem.solution}
-    while len(out) < count and any(by_operator[op] for op in order):
+    seen = {problem.solution}
+    while any(by_operator[op] for op in order):
         for op in order:
-            if by_operator[op] and len(out) < count:
+            if by_operator[op]:
                 try:
                     source = apply_site(problem.solution, problem.entry_point, by_operator[op].pop()).source
                 except MutationError:
                     continue
                 if source not in seen and _parses(source):
                     seen.add(source)
-                    out.append((op, source))
-    return out
+                    yield op, source
 
 
 def _parses(source: str) -> bool:
@@ -116,24 +118,26 @@ def tamper_problems(problems: list[CodeProblem], settings: TamperSettings) -> tu
     many still pass them; or its candidates run out."""
     counts: Counter = Counter(problems=len(problems))
     originals = _check_all([(p, p.solution) for p in problems], settings)
-    pending = {}          # task id -> (problem, has examples, remaining candidate edits)
+    pending = {}          # task id -> (problem, has examples, its next edit, the edits after it)
     for position, (problem, check) in enumerate(zip(problems, originals)):
         if not check.passed:
             counts["skipped: solution fails its tests"] += 1
             continue
+        edits = itertools.islice(candidate_edits(problem, derive_seed(settings.seed, "tamper", position)),
+                                 settings.max_attempts)
         try:
-            edits = candidate_edits(problem, settings.max_attempts, derive_seed(settings.seed, "tamper", position))
+            first = next(edits, None)
         except MutationError as error:
             counts[f"skipped: solution {str(error).split(':')[0]}"] += 1
             continue
-        if not edits:
+        if first is None:
             counts["skipped: no place to insert a bug"] += 1
             continue
-        pending[problem.task_id] = (problem, check.examples > 0, edits)
+        pending[problem.task_id] = (problem, check.examples > 0, first, edits)
     kept: dict[str, list[tuple[bool, int, Tamper]]] = {task: [] for task in pending}
     order = 0
     while pending:
-        batch = [(task, problem, *edits.pop(0)) for task, (problem, _, edits) in pending.items()]
+        batch = [(task, problem, *edit) for task, (problem, _, edit, _) in pending.items()]
         counts["candidates checked"] += len(batch)
         for (task, problem, op, source), check in zip(batch, _check_all([(b[1], b[3]) for b in batch], settings)):
             order += 1
@@ -147,10 +151,13 @@ def tamper_problems(problems: list[CodeProblem], settings: TamperSettings) -> tu
                             check.passes_examples)
             kept[task].append((not tamper.passes_examples, order, tamper))
         for task in list(pending):
-            _, has_examples, edits = pending[task]
+            problem, has_examples, _, edits = pending[task]
             good = [t for t in kept[task] if t[2].passes_examples or not has_examples]
-            if len(good) >= settings.tampers_per_problem or not edits:
+            following = None if len(good) >= settings.tampers_per_problem else next(edits, None)
+            if following is None:
                 del pending[task]
+            else:
+                pending[task] = (problem, has_examples, following, edits)
     tampers = []
     for task, found in kept.items():
         chosen = sorted(found, key=lambda item: item[:2])[:settings.tampers_per_problem]

@@ -35,6 +35,17 @@ def test_runaway_programs_are_stopped_and_named():
     assert chatty.status == "passed" and chatty.stdout == "x" * 100 + "\n[... cut]"
 
 
+def test_the_wait_without_pidfds_still_stops_a_loop_and_returns_a_finished_program(monkeypatch):
+    def no_pidfd(pid):
+        raise OSError("no pidfd")
+
+    monkeypatch.setattr(os, "pidfd_open", no_pidfd)             # an older kernel: the polling wait
+    limits = SandboxLimits(timeout_s=1)
+    loop, quick = run_many(["while True:\n    pass", "print(6 * 7)"], limits)
+    assert (loop.status, loop.stopped_by) == ("timeout", "wall_clock") and 1 <= loop.seconds < 10
+    assert (quick.status, quick.stdout) == ("passed", "42\n")
+
+
 @needs_isolation
 def test_fork_bomb_stops_at_the_process_limit_and_leaves_no_process():
     result = run_python("import os\nwhile True:\n    os.fork()", SandboxLimits(timeout_s=5, max_processes=16))
