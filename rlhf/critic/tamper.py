@@ -117,7 +117,7 @@ def tamper_problems(problems: list[CodeProblem], settings: TamperSettings) -> tu
     parallel) until a problem has `tampers_per_problem` tampers, of which, when its docstring has examples, that
     many still pass them; or its candidates run out."""
     counts: Counter = Counter(problems=len(problems))
-    originals = _check_all([(p, p.solution) for p in problems], settings)
+    originals = check_answers([(p, p.solution) for p in problems], settings)
     pending = {}          # task id -> (problem, has examples, its next edit, the edits after it)
     for position, (problem, check) in enumerate(zip(problems, originals)):
         if not check.passed:
@@ -139,7 +139,7 @@ def tamper_problems(problems: list[CodeProblem], settings: TamperSettings) -> tu
     while pending:
         batch = [(task, problem, *edit) for task, (problem, _, edit, _) in pending.items()]
         counts["candidates checked"] += len(batch)
-        for (task, problem, op, source), check in zip(batch, _check_all([(b[1], b[3]) for b in batch], settings)):
+        for (task, problem, op, source), check in zip(batch, check_answers([(b[1], b[3]) for b in batch], settings)):
             order += 1
             if check.passed:
                 counts["candidates that still pass the tests"] += 1
@@ -169,7 +169,8 @@ def tamper_problems(problems: list[CodeProblem], settings: TamperSettings) -> tu
     return tampers, counts
 
 
-def _check_all(pairs, settings: TamperSettings):
+def check_answers(pairs, settings: TamperSettings) -> list:
+    """The CheckResult of each (problem, code) pair, checked in the sandbox `settings.workers` at a time."""
     programs = [check_program(problem, code) for problem, code in pairs]
     results = run_many([program for program, _ in programs], settings.limits, settings.workers)
     return [read_check(result, marker) for result, (_, marker) in zip(results, programs)]

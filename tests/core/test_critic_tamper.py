@@ -9,9 +9,9 @@ import pytest
 from rlhf.critic.critique import gold_critique, label_critique
 from rlhf.critic.dataset import load_tampers, split_by_problem
 from rlhf.critic.mutations import MutationError, apply_site, find_sites
-from rlhf.critic.problems import ProblemError, check_program, load_humaneval, load_problems, read_check
-from rlhf.critic.tamper import TamperSettings, changed_span, describe, tamper_problems
-from rlhf.sandbox import SandboxLimits, run_many
+from rlhf.critic.problems import ProblemError, load_humaneval, load_problems
+from rlhf.critic.tamper import TamperSettings, changed_span, check_answers, describe, tamper_problems
+from rlhf.sandbox import SandboxLimits
 
 SOURCE = '''def count_small(values, limit):
     """How many of values are below limit."""
@@ -75,10 +75,8 @@ def test_checks_count_the_docstring_examples_and_name_each_failing_test():
     toy = load_problems("toy:1")[0][0]                 # no examples, four test statements
     wrong = has_close.solution.replace("return True", "return False")
     off = toy.solution.replace("return ", "return 1+")
-    programs = [check_program(problem, code) for problem, code in
-                [(has_close, has_close.solution), (has_close, wrong), (toy, toy.solution), (toy, off)]]
-    results = run_many([program for program, _ in programs], SandboxLimits(timeout_s=10))
-    checks = [read_check(result, marker) for result, (_, marker) in zip(results, programs)]
+    checks = check_answers([(has_close, has_close.solution), (has_close, wrong), (toy, toy.solution), (toy, off)],
+                           TamperSettings(limits=SandboxLimits(timeout_s=10)))
     assert [(c.passed, c.examples, c.examples_failed) for c in checks] == [(True, 2, 0), (False, 2, 1), (True, 0, 0),
                                                                            (False, 0, 0)]
     assert checks[1].failed_tests and checks[3].failed_tests == [0, 1, 2, 3]
