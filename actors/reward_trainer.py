@@ -14,8 +14,8 @@ from .trainable import TrainableWorker
 
 
 class RewardModelWorker(TrainableWorker):
-    def setup(self, model_path: str) -> None:
-        self.build_engine(lambda: load_scalar_model(model_path, self.dtype, self.attention), "rm")
+    def setup(self, model_path: str, total_steps: int) -> None:
+        self.build_engine(lambda: load_scalar_model(model_path, self.dtype, self.attention), "rm", total_steps)
 
     def _rewards(self, batch: RankingBatch) -> torch.Tensor:
         return ranking_scores(self.engine, batch, self.device)

@@ -15,8 +15,8 @@ def target_tokens(batch: TokenBatch) -> float:
 
 
 class SFTWorker(TrainableWorker):
-    def setup(self, model_path: str) -> None:
-        self.build_engine(lambda: load_causal_lm(model_path, self.dtype, self.attention), "sft")
+    def setup(self, model_path: str, total_steps: int) -> None:
+        self.build_engine(lambda: load_causal_lm(model_path, self.dtype, self.attention), "sft", total_steps)
 
     def _logits(self, batch: TokenBatch) -> torch.Tensor:
         ids, attention = batch.input_ids.to(self.device), batch.attention_mask.to(self.device)

@@ -12,7 +12,7 @@ import torch
 from rlhf.config import EngineSettings, engine_settings
 from rlhf.deepspeed_config import trainable_config
 from rlhf.lora import adapter_state, add_adapters, is_lora, materialize, plain_model, weight_sources
-from rlhf.optim import adamw_settings, warmup_schedule
+from rlhf.optim import adamw_settings
 from rlhf.sharding import local_plan, micro_batches
 
 from .base import RoleWorker
@@ -22,14 +22,15 @@ from .memory import rss_mb
 
 
 class TrainableWorker(RoleWorker):
-    def build_engine(self, load: Callable[[], torch.nn.Module], owner: str) -> None:
+    def build_engine(self, load: Callable[[], torch.nn.Module], owner: str, total_steps: int = 0) -> None:
         """Build the model with `load()` (partitioned from the start under ZeRO-3: `actors/loading.py`) and wrap it
-        in a ZeRO engine with a torch AdamW (no C++ op build) and a warmup LR schedule, all from the settings of
-        `owner` ('policy' or 'value' for PPO, 'sft', 'rm'): see `rlhf.config.engine_settings`. With LoRA in those
+        in a ZeRO engine with a torch AdamW (no C++ op build) and its LR schedule, all from the settings of
+        `owner` ('policy' or 'value' for PPO, 'sft', 'rm'; a supervised stage's `total_steps` from its driver):
+        see `rlhf.config.engine_settings`. With LoRA in those
         settings, adapters are added (`rlhf/lora.py`) and only they (and a value model's head) go to the optimizer."""
         import deepspeed
 
-        settings: EngineSettings = engine_settings(self.cfg, owner)
+        settings: EngineSettings = engine_settings(self.cfg, owner, total_steps)
         config = trainable_config(settings, self.world_size, self.dtype_name)
         self.rss_before_model_mb = rss_mb()
         model = build_model(load, config)
@@ -44,7 +45,7 @@ class TrainableWorker(RoleWorker):
         # an update with a non-finite loss or gradient on any rank is skipped on all of them (the guard's all-reduce)
         optimizer = GuardedAdamW(params, self.device, lr=settings.lr, weight_decay=settings.weight_decay,
                                  **adamw_settings())
-        scheduler = GuardedLambdaLR(optimizer, warmup_schedule(settings.warmup_steps))
+        scheduler = GuardedLambdaLR(optimizer, settings.lr_multiplier())
         self.guard = optimizer
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=model, optimizer=optimizer, lr_scheduler=scheduler, config=config, dist_init_required=False)

@@ -81,7 +81,7 @@ class SupervisedTrainer:
 
     def run(self) -> Path:
         with cleaned_up_if_never_started(self.run_dir), ray_session(self.cfg):
-            groups = RoleGroups(self.cfg, [RoleSpec(self.role, self.worker_cls, (self.model_path,), distributed=True)],
+            groups = RoleGroups(self.cfg, [RoleSpec(self.role, self.worker_cls, (self.model_path, self.total_steps), distributed=True)],
                                 shared_dir=self.run_dir, writers=(self.role,))
             self.group = groups[self.role]
             try:

@@ -22,7 +22,7 @@ from .forward import policy_objective, response_token_stats, response_values, se
 from .generation import ENGINES, SamplingParams, prompt_and_response_texts
 from .models import (apply_cpu_matmul, attention_kernel, default_device, load_causal_lm, load_reward_normalization,
                      load_scalar_model, load_tokenizer, torch_dtype)
-from .optim import adamw_settings, warmup_schedule
+from .optim import adamw_settings
 from .reward_function import call_reward_function, load_reward_function
 from .seeding import derive_seed
 from .sharding import map_rows, micro_batches
@@ -54,7 +54,7 @@ class Trainable:
         """The optimizer every engine of `rlhf ppo` gets (`rlhf/optim.py`), from the role's settings."""
         s = engine_settings(cfg, owner)
         optimizer = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay, **adamw_settings())
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_schedule(s.warmup_steps))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, s.lr_multiplier())
         return cls(model, optimizer, scheduler, s.micro_batch_size, s.max_grad_norm)
 
     def updates(self, exp: Experience, plan: list, micro_loss) -> None:

@@ -10,6 +10,7 @@ from pydantic import Field
 from ..algo.advantages import ESTIMATORS as ADVANTAGE_ESTIMATORS
 from ..algo.kl import ESTIMATORS as KL_ESTIMATORS
 from ..generation import ENGINES
+from ..optim import LR_SCHEDULES
 from .base import ConfigError, Section
 from .critic import CriticConfig
 from .lora import LoraSettings
@@ -187,6 +188,11 @@ class PPOConfig(Section):
     """AdamW weight decay (policy and value)."""
     warmup_steps: int = Field(0, ge=0)
     """Linear learning-rate warmup, in optimizer steps (policy and value)."""
+    lr_schedule: Literal[tuple(LR_SCHEDULES)] = "constant"
+    """After the warmup: 'constant', or decayed to `min_lr_ratio` x lr by the run's last optimizer step
+    (`run.num_steps` x `ppo_epochs` x `num_minibatches`; 'cosine', 'linear'); policy and value."""
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    """The decayed schedules' final learning rate, as a fraction of the role's lr."""
     max_grad_norm: float = Field(1.0, ge=0)
     """Global gradient-norm clip of policy and value (0 disables)."""
     init_value_from_reward: bool = False
@@ -251,11 +257,15 @@ class SupervisedStageConfig(Section):
     epochs: float = Field(2.0, gt=0)
     """Passes over the training rows."""
     lr: float = Field(1e-5, gt=0)
-    """Learning rate (AdamW, warmup then constant)."""
+    """Learning rate (AdamW; linear warmup, then `lr_schedule`)."""
     weight_decay: float = Field(0.0, ge=0)
     """AdamW weight decay."""
     warmup_steps: int = Field(10, ge=0)
     """Linear warmup steps."""
+    lr_schedule: Literal[tuple(LR_SCHEDULES)] = "constant"
+    """After the warmup: 'constant', or decayed to `min_lr_ratio` x lr by the stage's last step ('cosine', 'linear')."""
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    """The decayed schedules' final learning rate, as a fraction of `lr`."""
     max_grad_norm: float = Field(1.0, ge=0)
     """Global gradient-norm clip (0 disables)."""
     deepspeed: ZeroSettings = ZeroSettings()

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..optim import lr_schedule
 from ..placement_rules import gpu_placement_problem
 from .lora import LoraSettings
 from .schema import ADVANTAGE_ESTIMATORS, Config, ConfigError, ZeroSettings
+
 
 class StageConfigError(ValueError):
     pass
@@ -124,20 +126,30 @@ class EngineSettings:
     micro_batch_size: int
     minibatch_size: int   # global rows per optimizer step
     lora: LoraSettings | None = None   # adapters instead of full fine-tuning (PPO's policy, its value model if asked)
+    lr_schedule: str = "constant"      # after the warmup (`rlhf.optim.lr_schedule`)
+    min_lr_ratio: float = 0.1
+    total_steps: int = 0               # optimizer steps of the whole run (0: not known, only for 'constant')
+
+    def lr_multiplier(self):
+        """The LR multiplier per optimizer step these settings give (`rlhf.optim.lr_schedule`)."""
+        return lr_schedule(self.warmup_steps, self.lr_schedule, self.total_steps, self.min_lr_ratio)
 
 
-def engine_settings(cfg: Config, owner: str) -> EngineSettings:
+def engine_settings(cfg: Config, owner: str, total_steps: int = 0) -> EngineSettings:
     """The settings of PPO's 'policy' or 'value' engine, or of the 'sft' or 'rm' stage's engine: each from its
-    own section, never another stage's."""
+    own section, never another stage's. PPO's optimizer steps follow from the config; a supervised stage's depend
+    on its data, so its driver passes `total_steps`."""
     if owner in ("policy", "value"):
         p, ds, lora = cfg.ppo, getattr(cfg.deepspeed, owner), cfg.model.lora
         adapters = lora if lora.enabled and (owner == "policy" or lora.value) else None
         return EngineSettings(p.policy_lr if owner == "policy" else p.value_lr, p.weight_decay, p.warmup_steps,
                               p.max_grad_norm, ds, ds.micro_batch_size, cfg.rollout_batch_size // p.num_minibatches,
-                              adapters)
+                              adapters, p.lr_schedule, p.min_lr_ratio,
+                              cfg.run.num_steps * p.ppo_epochs * p.num_minibatches)
     section = getattr(cfg, owner)
     return EngineSettings(section.lr, section.weight_decay, section.warmup_steps, section.max_grad_norm,
-                          section.deepspeed, section.micro_batch_size, section.batch_size)
+                          section.deepspeed, section.micro_batch_size, section.batch_size, None,
+                          section.lr_schedule, section.min_lr_ratio, total_steps)
 
 
 

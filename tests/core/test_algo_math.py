@@ -196,3 +196,21 @@ def test_bias_normalization():
     assert bias_normalization(T([1.0, 3.0]), "shift") == (2.0, 1.0)
     shift, scale = bias_normalization(T([1.0, 3.0]), "shift_scale")
     close([shift, scale], [2.0, math.sqrt(2.0)])   # unbiased std of [1, 3]
+
+
+def test_lr_schedules_warm_up_then_hold_or_decay_to_the_floor():
+    from rlhf.optim import lr_schedule
+
+    # warmup 2 of 6 steps: 1/2, 2/2; then progress (s - 2) / 4 from 0 to 1 over steps 2..6; floor 0.1
+    assert [lr_schedule(2)(s) for s in range(4)] == [0.5, 1.0, 1.0, 1.0]
+    # linear: 0.1 + 0.9 * (1 - p), p = 0, .25, .5, .75, 1, then held at 1
+    linear = lr_schedule(2, "linear", 6, 0.1)
+    assert [round(linear(s), 6) for s in range(8)] == [0.5, 1.0, 1.0, 0.775, 0.55, 0.325, 0.1, 0.1]
+    # cosine: 0.1 + 0.9 * (1 + cos(pi p)) / 2: p = .25 -> 0.1 + 0.45 * 1.707107 = 0.868198; p = .5 -> 0.55
+    cosine = lr_schedule(2, "cosine", 6, 0.1)
+    assert [round(cosine(s), 6) for s in range(8)] == [0.5, 1.0, 1.0, 0.868198, 0.55, 0.231802, 0.1, 0.1]
+    assert lr_schedule(0, "cosine", 4, 0.0)(2) == pytest.approx(0.5)      # no warmup: halfway down to 0 at step 2
+    with pytest.raises(ValueError, match="lr schedule 'cosine' decays over the run's optimizer steps"):
+        lr_schedule(2, "cosine")
+    with pytest.raises(ValueError, match="lr schedule 'step': not one of constant, cosine, linear"):
+        lr_schedule(2, "step", 6)

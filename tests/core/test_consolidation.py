@@ -144,6 +144,15 @@ def test_each_stage_owns_its_settings_checks_and_run_name():
     assert sft.zero.zero_stage == 2 and sft.zero.offload_optimizer
     policy = engine_settings(build_config({}), "policy")
     assert (policy.micro_batch_size, policy.minibatch_size, policy.zero.zero_stage) == (8, 32, 0)
+    # a decayed schedule spans PPO's optimizer steps (steps x epochs x minibatches) or the supervised stage's own
+    decayed = build_config({"run": {"num_steps": 10}, "ppo": {"lr_schedule": "linear", "ppo_epochs": 2,
+                                                              "num_minibatches": 4, "min_lr_ratio": 0.0},
+                            "sft": {"lr_schedule": "cosine", "warmup_steps": 0}})
+    policy = engine_settings(decayed, "policy")
+    assert policy.total_steps == 80 and policy.lr_multiplier()(40) == 0.5 and policy.lr_multiplier()(80) == 0.0
+    assert engine_settings(decayed, "sft", total_steps=30).lr_multiplier()(30) == pytest.approx(0.1)
+    with pytest.raises(ConfigError, match="sft.lr_schedule"):
+        build_config({"sft": {"lr_schedule": "step"}})
     assert for_stage(Config(), "ppo").run.name == "ppo-default"
     assert for_stage(Config(), "pipeline").run.name == "pipeline-default"
     assert for_stage(build_config({"run": {"name": "mine"}}), "sft").run.name == "mine"

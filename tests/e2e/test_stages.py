@@ -3,7 +3,7 @@
 settings (a PPO-only impossibility does not stop SFT), SFT can pick its checkpoint by the reward of sampled
 responses, and reward-model validation uses every held-out prompt even when there are fewer than `rm.batch_size`.
 The same SFT and RM on 2 actors under ZeRO-3 / ZeRO-2 give the same losses as on 1 actor, and the same bias
-normalization."""
+normalization. SFT here decays its learning rate along a cosine over the stage's steps."""
 import json
 
 import pytest
@@ -12,6 +12,7 @@ from launch.rm import run_rm
 from launch.runlog import read_metrics
 from launch.sft import run_sft
 from rlhf.config import build_config, bundled_default
+from rlhf.optim import lr_schedule
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +27,8 @@ def stage_tree(folder, model_cache, actors: int, zero: int) -> dict:
     tree["checkpoint"] = {"save_at_end": False}
     tree["ppo"]["num_minibatches"] = 3          # impossible for PPO's 64-sample batch; SFT and RM must not care
     tree["actors"] = {"policy": {"num_actors": actors}, "reward": {"num_actors": actors}}
-    tree["sft"].update(epochs=0.1, eval_every=3, micro_batch_size=8, deepspeed={"zero_stage": 3 if actors > 1 else 0})
+    tree["sft"].update(epochs=0.1, eval_every=3, micro_batch_size=8, deepspeed={"zero_stage": 3 if actors > 1 else 0},
+                       warmup_steps=1, lr_schedule="cosine")
     # 1500 comparisons, 1 % held out = 15 prompts: fewer than rm.batch_size 16, and all of them are validated
     tree["rm"].update(epochs=0.05, eval_every=3, micro_batch_size=4, validation_fraction=0.01, normalize="shift_scale",
                       reference_samples=64, deepspeed={"zero_stage": zero})
@@ -54,6 +56,11 @@ def test_stages_chain_in_one_folder_and_scale_over_actors(tmp_path, model_cache,
     assert (tmp_path / "one" / "sft-default" / "best_hf" / "config.json").exists()
     validated = [row for row in runs["one"]["rm"] if "rm/val_accuracy" in row]
     assert validated and all(0.0 <= row["rm/val_accuracy"] <= 1.0 and "rm/val_loss" in row for row in validated)
+    # the LR logged after each step: warmup, then a half cosine down to min_lr_ratio (0.1) at the stage's last step
+    sft_rows, lr = runs["one"]["sft"], tree["sft"]["lr"]
+    schedule = lr_schedule(1, "cosine", len(sft_rows), 0.1)
+    assert [row["sft/lr"] for row in sft_rows] == pytest.approx([lr * schedule(row["step"]) for row in sft_rows])
+    assert sft_rows[-1]["sft/lr"] == pytest.approx(0.1 * lr)
     for stage, keys in COMPARED.items():
         single, double = runs["one"][stage], runs["two"][stage]
         assert len(single) == len(double) >= 3
