@@ -26,8 +26,8 @@ class TrainableWorker(RoleWorker):
         """Build the model with `load()` (partitioned from the start under ZeRO-3: `actors/loading.py`) and wrap it
         in a ZeRO engine with a torch AdamW (no C++ op build) and its LR schedule, all from the settings of
         `owner` ('policy' or 'value' for PPO, 'sft', 'rm'; a supervised stage's `total_steps` from its driver):
-        see `rlhf.config.engine_settings`. With LoRA in those
-        settings, adapters are added (`rlhf/lora.py`) and only they (and a value model's head) go to the optimizer."""
+        see `rlhf.config.engine_settings`. With LoRA in those settings, adapters are added (`rlhf/lora.py`) and
+        only they (and a value model's head) go to the optimizer."""
         import deepspeed
 
         settings: EngineSettings = engine_settings(self.cfg, owner, total_steps)

@@ -81,8 +81,9 @@ class SupervisedTrainer:
 
     def run(self) -> Path:
         with cleaned_up_if_never_started(self.run_dir), ray_session(self.cfg):
-            groups = RoleGroups(self.cfg, [RoleSpec(self.role, self.worker_cls, (self.model_path, self.total_steps), distributed=True)],
-                                shared_dir=self.run_dir, writers=(self.role,))
+            # the engine's LR schedule spans the stage's optimizer steps, which only the driver (its data) knows
+            spec = RoleSpec(self.role, self.worker_cls, (self.model_path, self.total_steps), distributed=True)
+            groups = RoleGroups(self.cfg, [spec], shared_dir=self.run_dir, writers=(self.role,))
             self.group = groups[self.role]
             try:
                 # the stage's one group works alone: its actors share the cores the run has on their nodes
