@@ -1,6 +1,7 @@
 """The optimizer every trainable engine gets, named once: AdamW's settings beyond the config's LR and weight decay,
-and the learning-rate schedule (linear warmup, then constant or decayed). The DeepSpeed engines (`actors/trainable.py`) and the one-process
-floor of `rlhf bench --floor` (`rlhf/floor.py`) both build theirs from here."""
+and the learning-rate schedule (linear warmup, then constant or decayed). The DeepSpeed engines
+(`actors/trainable.py`) and the one-process floor of `rlhf bench --floor` (`rlhf/floor.py`) both build theirs from
+here."""
 from __future__ import annotations
 
 import math
