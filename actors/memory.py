@@ -58,12 +58,17 @@ def release_freed_host_memory(device: torch.device = torch.device("cpu")) -> Non
 
 class ExtraPeakMemory:
     """Extra peak memory of this process over a block, in MiB: host RSS on CPU (the kernel's high-water mark,
-    reset at entry, after freed memory went back to the OS), allocated memory on GPU."""
+    reset at entry, after freed memory went back to the OS), allocated memory on GPU. With `measure=False` it does
+    nothing and `extra_mb` stays None: on CPU the measure itself costs the next block, which page-faults back in
+    the memory handed to the OS (the weight sync measures its first time only: `actors/weight_sync.py`)."""
 
-    def __init__(self, device: torch.device):
-        self.device, self.extra_mb = device, 0.0
+    def __init__(self, device: torch.device, measure: bool = True):
+        self.device, self.measure = device, measure
+        self.extra_mb = 0.0 if measure else None
 
     def __enter__(self):
+        if not self.measure:
+            return self
         if self.device.type == "cuda":
             _peaks_before_reset["gpu_bytes"] = max(_peaks_before_reset["gpu_bytes"], torch.cuda.max_memory_allocated())
             torch.cuda.reset_peak_memory_stats()
@@ -78,5 +83,7 @@ class ExtraPeakMemory:
         return self
 
     def __exit__(self, *exc):
+        if not self.measure:
+            return
         peak = torch.cuda.max_memory_allocated() if self.device.type == "cuda" else status_kb("VmHWM") * 1024
         self.extra_mb = max(0.0, (peak - self.before) / 2**20)

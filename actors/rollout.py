@@ -50,7 +50,7 @@ class RolloutWorker(RoleWorker):
 
     def receive_weights(self, plan: list) -> None:
         """The collective way: one broadcast per bucket, copied into the model in place."""
-        for bucket in plan:
+        for index, bucket in enumerate(plan):
             flat = torch.empty(bucket_numel(bucket), dtype=DTYPES[bucket[0][2]], device=self.device)
             self.weight_sync.broadcast(flat)
             named, offset = [], 0
@@ -62,7 +62,8 @@ class RolloutWorker(RoleWorker):
                 offset += count
             self.engine.load_weights(named)
             del flat, named
-            release_freed_host_memory(self.device)     # as on the policy side: one bucket resident, not all
+            if index < len(plan) - 1:
+                release_freed_host_memory(self.device)     # as on the policy side: one bucket resident, not all
 
     def state_dict(self) -> dict:
         """The rollout model's weights on CPU (for checks; the sync never needs it)."""

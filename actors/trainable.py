@@ -177,13 +177,13 @@ class TrainableWorker(RoleWorker):
 
     # ---- weight sync to rollout actors (actors/weight_sync.py) ------------------------------------------------
 
-    def publish_weights(self):
+    def publish_weights(self, measure: bool = True):
         """Gather (collective under ZeRO-3) and put the full weights in the object store once; rank 0 returns
-        ([ref], extra peak MiB), the other ranks None."""
+        ([ref], extra peak MiB or None when not `measure`d), the other ranks None."""
         from .memory import ExtraPeakMemory
         from .weight_sync import publish
 
-        with ExtraPeakMemory(self.device) as memory:
+        with ExtraPeakMemory(self.device, measure) as memory:
             state = self.plain_weights()
             published = publish(state) if self.rank == 0 else None
             del state
@@ -211,16 +211,16 @@ class TrainableWorker(RoleWorker):
 
         self.weight_sync = SyncGroup(self._sync_store, 0, world_size, timeout_s, self.device)
 
-    def broadcast_weights(self, plan: list) -> float | None:
+    def broadcast_weights(self, plan: list, measure: bool = True) -> float | None:
         """Every rank: gather one bucket at a time (ZeRO-3: with the adapters its LoRA weights are merged from);
-        rank 0 flattens and broadcasts it. Returns rank 0's extra peak memory in MiB."""
+        rank 0 flattens and broadcasts it. Returns rank 0's extra peak memory in MiB (None when not `measure`d)."""
         from .memory import ExtraPeakMemory, release_freed_host_memory
 
         params = dict(self.engine.module.named_parameters())
         sources = {source.name: source for source in self.weight_sources}
         failure = None
-        with ExtraPeakMemory(self.device) as memory:
-            for bucket in plan:
+        with ExtraPeakMemory(self.device, measure) as memory:
+            for index, bucket in enumerate(plan):
                 chosen = [sources[name] for name, _, _ in bucket]
                 with self.gathered([params[p] for source in chosen for p in source.params]):
                     if self.rank == 0 and failure is None:
@@ -235,7 +235,10 @@ class TrainableWorker(RoleWorker):
                         except RuntimeError as error:     # a lost rollout actor: keep gathering with the other
                             failure = error               # policy ranks (none may hang in a gather), then raise
                         del flat
-                release_freed_host_memory(self.device)     # one bucket resident, not all (16 MB buckets: ~1 GB)
+                if index < len(plan) - 1:
+                    # one bucket resident, not all (16 MB buckets: ~1 GB); the last one's freed memory stays for
+                    # the next phase to reuse (handed back, it would be page-faulted in again)
+                    release_freed_host_memory(self.device)
         if failure is not None:
             raise failure
         return memory.extra_mb if self.rank == 0 else None

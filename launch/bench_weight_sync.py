@@ -24,7 +24,7 @@ def run_weight_sync_bench(cfg, repeats: int = 4) -> dict:
     with ray_session(cfg), RoleGroups(cfg, [RoleSpec("policy", PolicyWorker, (path,), distributed=True),
                                             RoleSpec("rollout", RolloutWorker, (path, path))]) as groups:
         for method, way in METHODS.items():
-            sync = way(groups["policy"], groups["rollout"], cfg)
+            sync = way(groups["policy"], groups["rollout"], cfg, measure_every_sync=True)
             rows = [sync() for _ in range(repeats + 1)]
             # the first sync also pays one-time allocations (communication buffers): memory reported both ways
             report[method] = {"seconds": statistics.median(r["time/weight_sync"] for r in rows[1:]),

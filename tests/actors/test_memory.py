@@ -1,5 +1,6 @@
 """A process's reported peak memory is its whole life's, also after the per-block measures (`ExtraPeakMemory`, used
-around every weight sync) reset the kernel's high-water mark; the block's own extra peak is still its own."""
+around a weight sync) reset the kernel's high-water mark; the block's own extra peak is still its own. A block not
+measured touches nothing: the memory freed before it stays with the process for the next allocations."""
 import subprocess
 import sys
 
@@ -16,6 +17,19 @@ with ExtraPeakMemory(cpu) as block:
 print(now, peak_memory_mb(cpu)["host_peak_rss_mb"], block.extra_mb)
 """
 
+UNMEASURED = """
+import torch
+from actors.memory import ExtraPeakMemory, rss_mb
+cpu = torch.device("cpu")
+for _ in range(2):                          # 8 MB: the second one under glibc's raised mmap threshold, so
+    big = torch.ones(8 * 2**20 // 4)        # its freed memory stays in the heap
+    del big
+before = rss_mb()
+with ExtraPeakMemory(cpu, measure=False) as block:
+    pass
+print(before, rss_mb(), block.extra_mb)
+"""
+
 
 def test_peak_memory_is_the_whole_life_peak_after_a_block_measure():
     done = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=120)
@@ -23,3 +37,11 @@ def test_peak_memory_is_the_whole_life_peak_after_a_block_measure():
     now, peak, extra = map(float, done.stdout.split())
     assert peak >= now + 350          # the 400 MB freed before the block still counts
     assert extra < 50                 # the block itself allocated 4 MB
+
+
+def test_an_unmeasured_block_leaves_the_freed_memory_with_the_process():
+    done = subprocess.run([sys.executable, "-c", UNMEASURED], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    before, after, extra = done.stdout.split()
+    assert extra == "None"
+    assert float(after) > float(before) - 4           # not handed back to the OS (a measured block's trim would)

@@ -158,6 +158,10 @@ def test_weight_sync_from_zero3_policy_both_ways(ray_cluster, tmp_path, model_ca
             assert len(collective.plan) > 1                      # the 4 KiB buckets split the model
             stats = collective()
             assert stats["time/weight_sync"] > 0 and stats["memory/weight_sync_extra_mb"] >= 0
+            # measured at the first sync only (on CPU the measure costs the next phase), unless asked every time
+            assert "memory/weight_sync_extra_mb" not in collective()
+            collective.measure_every_sync = True
+            assert collective()["memory/weight_sync_extra_mb"] >= 0
             trained["collective"] = second["rollout"].run("state_dict")
         assert ObjectStoreSync(policy, rollout)()["time/weight_sync"] > 0
         trained["object_store"] = rollout.run("state_dict")[0]
