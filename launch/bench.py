@@ -120,37 +120,52 @@ def peak_shares(report: dict, params: dict, epochs: int, peak_gflops: float, ove
 
 
 def run_bench(cfg, steps: int = 4, explicit_overrides: list[str] | None = None, workload: str = "default",
-              floor: bool = False) -> dict:
+              floor: bool = False, rounds: int = 1) -> dict:
     """Every variant of `workload`, printed; returns variant -> {'distributed': (report, rows), 'floor': (report,
-    rows) with `floor`}: a report holds the medians of the steps after the first (warm-up), rows every step."""
+    rows) with `floor`} of its last round, and with `floor` 'ratios' (one per round): a report holds the medians of
+    the steps after the first (warm-up), rows every step. `rounds` > 1 runs each variant that many times, the
+    distributed run and the floor in turns, and its ratio line gives the median over the rounds: on a VM whose speed
+    drifts by tens of percent within a minute, the two sides of one round saw the same machine."""
     results, ratios = {}, []
     for variant, tree in WORKLOADS[workload].items():
         name = workload if variant == workload else f"{workload}/{variant}"
-        vcfg = bench_config(cfg, tree, steps, explicit_overrides)
-        rows, memory, phase_threads = run_distributed(vcfg)
-        threads = reserved_cpus(vcfg)
-        runs = {"distributed": rows}
+        results[variant] = {"ratios": []}
+        for round_ in range(1, rounds + 1):
+            vcfg = bench_config(cfg, tree, steps, explicit_overrides)      # a run directory of its own
+            results[variant].update(bench_round(vcfg, name + (f" round {round_}/{rounds}" if rounds > 1 else ""),
+                                                steps, floor))
+            if floor:
+                reports = {side: results[variant][side][0] for side in ("distributed", "floor")}
+                results[variant]["ratios"].append(reports["distributed"]["throughput/samples_per_s"]
+                                                  / reports["floor"]["throughput/samples_per_s"])
         if floor:
-            runs["floor"] = run_floor(vcfg, threads)
-        reports = {side: medians(rows[1:]) for side, rows in runs.items()}
-        device = default_device()
-        apply_cpu_matmul(vcfg.precision.cpu_matmul, device)
-        previous = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        peak = matmul_peak_gflops(device, torch_dtype(vcfg.precision.dtype, device))
-        torch.set_num_threads(previous)
-        params = role_params(vcfg)
-        for side, report in reports.items():
-            overlapped = ("generate",) if side == "distributed" and vcfg.rollout.async_ else ()
-            report.update(peak_shares(report, params, vcfg.ppo.ppo_epochs, peak, overlapped))
-        print_report(name, vcfg, steps, reports, memory, peak, threads, phase_threads)
-        if floor:
-            ratios.append((name, reports["distributed"]["throughput/samples_per_s"]
-                           / reports["floor"]["throughput/samples_per_s"]))
-        results[variant] = {side: (reports[side], runs[side]) for side in runs}
-    for name, ratio in ratios:
-        print(f"ratio distributed/floor: {ratio:.2f} ({name})")
+            ratios.append((name, results[variant]["ratios"]))
+    for name, per_round in ratios:
+        spread = f"; median of {len(per_round)} rounds: " + " ".join(f"{r:.2f}" for r in per_round)
+        print(f"ratio distributed/floor: {statistics.median(per_round):.2f} ({name}{spread if rounds > 1 else ''})")
     return results
+
+
+def bench_round(vcfg, name: str, steps: int, floor: bool) -> dict:
+    """One run of a variant on the actors (and the floor after it), printed; side -> (report, rows)."""
+    rows, memory, phase_threads = run_distributed(vcfg)
+    threads = reserved_cpus(vcfg)
+    runs = {"distributed": rows}
+    if floor:
+        runs["floor"] = run_floor(vcfg, threads)
+    reports = {side: medians(rows[1:]) for side, rows in runs.items()}
+    device = default_device()
+    apply_cpu_matmul(vcfg.precision.cpu_matmul, device)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    peak = matmul_peak_gflops(device, torch_dtype(vcfg.precision.dtype, device))
+    torch.set_num_threads(previous)
+    params = role_params(vcfg)
+    for side, report in reports.items():
+        overlapped = ("generate",) if side == "distributed" and vcfg.rollout.async_ else ()
+        report.update(peak_shares(report, params, vcfg.ppo.ppo_epochs, peak, overlapped))
+    print_report(name, vcfg, steps, reports, memory, peak, threads, phase_threads)
+    return {side: (reports[side], runs[side]) for side in runs}
 
 
 def print_report(name, cfg, steps, reports, memory, peak, threads, phase_threads) -> None:

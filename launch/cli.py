@@ -50,6 +50,16 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML config file (sections as in `rlhf config`)")
 
@@ -82,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--floor", action="store_true",
                        help="also run the same work in one process with plain PyTorch (no Ray, no DeepSpeed) and "
                             "print the ratio distributed/floor")
+    bench.add_argument("--rounds", type=_positive_int, default=1,
+                       help="run each workload variant this many times (with --floor: the distributed run and the "
+                            "floor in turns) and give the median ratio over the rounds")
     bench.add_argument("--weight-sync", action="store_true",
                        help="only time the policy -> rollout weight sync, both ways (--steps syncs each)")
     bench.add_argument("--memory", action="store_true",
@@ -206,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 from .bench import run_bench
 
-                run_bench(cfg, args.steps, explicit_overrides=extra, workload=args.workload, floor=args.floor)
+                run_bench(cfg, args.steps, explicit_overrides=extra, workload=args.workload, floor=args.floor,
+                          rounds=args.rounds)
         return 0
     except USER_ERRORS as error:
         print(f"rlhf {args.command}: error: {error}", file=sys.stderr)

@@ -37,13 +37,17 @@ def test_bench_floor_prints_both_sides_and_the_ratio(ray_cluster, tmp_path, mode
     small = ["--model.tiny.num_layers", "1", "--model.tiny.hidden_size", "32", "--rollout.prompts_per_step", "8",
              "--rollout.n_samples_per_prompt", "2", "--deepspeed.policy.micro_batch_size", "8",
              "--deepspeed.value.micro_batch_size", "8", "--ppo.num_minibatches", "2"]
-    results = run_bench(cfg, steps=1, explicit_overrides=small, workload="default", floor=True)
+    results = run_bench(cfg, steps=1, explicit_overrides=small, workload="default", floor=True, rounds=2)
     distributed, floor = results["default"]["distributed"][0], results["default"]["floor"][0]
     for report in (distributed, floor):
         assert report["throughput/samples_per_s"] > 0 and 0 < report["peak_share/train"] < 1
+    first, last = results["default"]["ratios"]        # one ratio per round, the last round's reports returned
+    assert last == distributed["throughput/samples_per_s"] / floor["throughput/samples_per_s"]
     out = capsys.readouterr().out.splitlines()
-    assert out[-1] == f"ratio distributed/floor: " \
-        f"{distributed['throughput/samples_per_s'] / floor['throughput/samples_per_s']:.2f} (default)"
+    assert [line.split(":")[0] for line in out if line.startswith("rlhf bench")] == \
+        ["rlhf bench default round 1/2", "rlhf bench default round 2/2"]
+    assert out[-1] == f"ratio distributed/floor: {(first + last) / 2:.2f} (default; median of 2 rounds: " \
+        f"{first:.2f} {last:.2f})"
     header = next(line for line in out if line.strip().startswith("distributed"))
     assert header.split() == ["distributed", "floor"]
     sync = next(line.split() for line in out if line.strip().startswith("time/weight_sync"))
