@@ -2,8 +2,8 @@
 each timed per step (`time/weight_sync`) and measured for the policy's extra peak memory
 (`memory/weight_sync_extra_mb`) at its first sync, or at every one with `measure_every_sync` (`rlhf bench
 --weight-sync`): on CPU the measure hands the process's freed memory back to the OS (`malloc_trim`), which the
-next phase then page-faults in again (on the tiny `overhead` bench workload: sync 10-11 -> 3.5 ms, the policy's
-next scoring 42-49 -> 32 ms), and a sync's footprint is the same at every step.
+next phase then page-faults in again (on the tiny `overhead` bench workload the sync took 10-11 ms with the
+measure, 3.5 ms without), and a sync's footprint is the same at every step.
 
 - `collective` (the way large systems do it): a torch.distributed group of its own spans the policy's rank 0 (rank
   0 of the group) and every rollout actor (ranks 1..N), NCCL on GPU and gloo on CPU. The policy walks its parameters
