@@ -56,6 +56,16 @@ def release_freed_host_memory(device: torch.device = torch.device("cpu")) -> Non
         _libc().malloc_trim(0)
 
 
+def releasing_between(items: list, device: torch.device):
+    """Each of `items` (a weight sync's buckets), freed host memory handed back to the OS between two of them: one
+    item's buffers resident, not all (16 MB buckets: ~1 GB otherwise). Not after the last: that memory is what the
+    next phase reuses (handed back, it would be page-faulted in again)."""
+    for index, item in enumerate(items):
+        if index:
+            release_freed_host_memory(device)
+        yield item
+
+
 class ExtraPeakMemory:
     """Extra peak memory of this process over a block, in MiB: host RSS on CPU (the kernel's high-water mark,
     reset at entry, after freed memory went back to the OS), allocated memory on GPU. With `measure=False` it does

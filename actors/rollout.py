@@ -9,7 +9,7 @@ from rlhf.models import load_causal_lm, load_tokenizer
 from rlhf.seeding import derive_seed
 
 from .base import RoleWorker
-from .memory import release_freed_host_memory
+from .memory import releasing_between
 from .weight_sync import DTYPES, SyncGroup, bucket_numel, decode, join_store
 
 
@@ -50,7 +50,7 @@ class RolloutWorker(RoleWorker):
 
     def receive_weights(self, plan: list) -> None:
         """The collective way: one broadcast per bucket, copied into the model in place."""
-        for index, bucket in enumerate(plan):
+        for bucket in releasing_between(plan, self.device):     # as on the policy side
             flat = torch.empty(bucket_numel(bucket), dtype=DTYPES[bucket[0][2]], device=self.device)
             self.weight_sync.broadcast(flat)
             named, offset = [], 0
@@ -62,8 +62,6 @@ class RolloutWorker(RoleWorker):
                 offset += count
             self.engine.load_weights(named)
             del flat, named
-            if index < len(plan) - 1:
-                release_freed_host_memory(self.device)     # as on the policy side: one bucket resident, not all
 
     def state_dict(self) -> dict:
         """The rollout model's weights on CPU (for checks; the sync never needs it)."""

@@ -214,13 +214,13 @@ class TrainableWorker(RoleWorker):
     def broadcast_weights(self, plan: list, measure: bool = True) -> float | None:
         """Every rank: gather one bucket at a time (ZeRO-3: with the adapters its LoRA weights are merged from);
         rank 0 flattens and broadcasts it. Returns rank 0's extra peak memory in MiB (None when not `measure`d)."""
-        from .memory import ExtraPeakMemory, release_freed_host_memory
+        from .memory import ExtraPeakMemory, releasing_between
 
         params = dict(self.engine.module.named_parameters())
         sources = {source.name: source for source in self.weight_sources}
         failure = None
         with ExtraPeakMemory(self.device, measure) as memory:
-            for index, bucket in enumerate(plan):
+            for bucket in releasing_between(plan, self.device):
                 chosen = [sources[name] for name, _, _ in bucket]
                 with self.gathered([params[p] for source in chosen for p in source.params]):
                     if self.rank == 0 and failure is None:
@@ -235,10 +235,6 @@ class TrainableWorker(RoleWorker):
                         except RuntimeError as error:     # a lost rollout actor: keep gathering with the other
                             failure = error               # policy ranks (none may hang in a gather), then raise
                         del flat
-                if index < len(plan) - 1:
-                    # one bucket resident, not all (16 MB buckets: ~1 GB); the last one's freed memory stays for
-                    # the next phase to reuse (handed back, it would be page-faulted in again)
-                    release_freed_host_memory(self.device)
         if failure is not None:
             raise failure
         return memory.extra_mb if self.rank == 0 else None

@@ -119,7 +119,7 @@ def publish(state_dict: dict) -> list:
 class _Sync:
     """What both ways share: the groups, and whether the coming sync measures the policy's extra peak memory."""
 
-    def __init__(self, policy_group, rollout_group, measure_every_sync: bool = False):
+    def __init__(self, policy_group, rollout_group, cfg=None, measure_every_sync: bool = False):
         self.policy, self.rollout = policy_group, rollout_group
         self.measure_every_sync, self.measured = measure_every_sync, False
 
@@ -137,9 +137,6 @@ class _Sync:
 
 
 class ObjectStoreSync(_Sync):
-    def __init__(self, policy_group, rollout_group, cfg=None, measure_every_sync: bool = False):
-        super().__init__(policy_group, rollout_group, measure_every_sync)
-
     def __call__(self, after_issue=None) -> dict:
         start = time.perf_counter()
         published, extra_mb = self.policy.run("publish_weights", self.measure_now())[0]
@@ -153,7 +150,7 @@ class ObjectStoreSync(_Sync):
 
 class CollectiveSync(_Sync):
     def __init__(self, policy_group, rollout_group, cfg, measure_every_sync: bool = False):
-        super().__init__(policy_group, rollout_group, measure_every_sync)
+        super().__init__(policy_group, rollout_group, cfg, measure_every_sync)
         timeout = cfg.rollout.weight_sync_timeout_s
         world = 1 + len(rollout_group)
         leader = policy_group.actors[0]

@@ -126,23 +126,22 @@ def run_bench(cfg, steps: int = 4, explicit_overrides: list[str] | None = None, 
     the steps after the first (warm-up), rows every step. `rounds` > 1 runs each variant that many times, the
     distributed run and the floor in turns, and its ratio line gives the median over the rounds: on a VM whose speed
     drifts by tens of percent within a minute, the two sides of one round saw the same machine."""
-    results, ratios = {}, []
+    results, names = {}, {}
     for variant, tree in WORKLOADS[workload].items():
-        name = workload if variant == workload else f"{workload}/{variant}"
-        results[variant] = {"ratios": []}
+        names[variant] = name = workload if variant == workload else f"{workload}/{variant}"
+        ratios = []
         for round_ in range(1, rounds + 1):
             vcfg = bench_config(cfg, tree, steps, explicit_overrides)      # a run directory of its own
-            results[variant].update(bench_round(vcfg, name + (f" round {round_}/{rounds}" if rounds > 1 else ""),
-                                                steps, floor))
+            sides = bench_round(vcfg, name + (f" round {round_}/{rounds}" if rounds > 1 else ""), steps, floor)
             if floor:
-                reports = {side: results[variant][side][0] for side in ("distributed", "floor")}
-                results[variant]["ratios"].append(reports["distributed"]["throughput/samples_per_s"]
-                                                  / reports["floor"]["throughput/samples_per_s"])
+                ratios.append(sides["distributed"][0]["throughput/samples_per_s"]
+                              / sides["floor"][0]["throughput/samples_per_s"])
+        results[variant] = {**sides, "ratios": ratios}
+    for variant, result in results.items():
         if floor:
-            ratios.append((name, results[variant]["ratios"]))
-    for name, per_round in ratios:
-        spread = f"; median of {len(per_round)} rounds: " + " ".join(f"{r:.2f}" for r in per_round)
-        print(f"ratio distributed/floor: {statistics.median(per_round):.2f} ({name}{spread if rounds > 1 else ''})")
+            per_round = result["ratios"]
+            spread = f"; median of {rounds} rounds: " + " ".join(f"{r:.2f}" for r in per_round) if rounds > 1 else ""
+            print(f"ratio distributed/floor: {statistics.median(per_round):.2f} ({names[variant]}{spread})")
     return results
 
 
