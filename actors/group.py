@@ -277,12 +277,19 @@ class RoleGroups:
 
         deadline = time.monotonic() + settle_s
         while True:
-            dead: dict[str, list[int]] = {}
-            for role, group in self.groups.items():
-                for rank, actor in enumerate(group.actors):
-                    if (actor_table(actor_id=actor._actor_id.hex()) or {}).get("State", "DEAD") == "DEAD":
-                        dead.setdefault(role, []).append(rank)
-            if dead or time.monotonic() >= deadline:
+            entries = {(role, rank): actor_table(actor_id=actor._actor_id.hex()) or {}
+                       for role, group in self.groups.items() for rank, actor in enumerate(group.actors)}
+            gone = {key for key, entry in entries.items() if entry.get("State", "DEAD") == "DEAD"}
+            if gone:
+                # the control store marks a lost node's actors dead one by one: the others there are as lost
+                node_of = lambda entry: (entry.get("Address") or {}).get("NodeID")
+                lost_nodes = {node["NodeID"] for node in ray.nodes() if not node["Alive"]}
+                lost_nodes &= {node_of(entries[key]) for key in gone}
+                gone |= {key for key, entry in entries.items() if node_of(entry) in lost_nodes}
+            if gone or time.monotonic() >= deadline:
+                dead: dict[str, list[int]] = {}
+                for role, rank in sorted(gone, key=lambda key: (list(self.groups).index(key[0]), key[1])):
+                    dead.setdefault(role, []).append(rank)
                 return dead
             time.sleep(0.5)
 
