@@ -272,7 +272,8 @@ class RoleGroups:
         """role -> ranks of its workers whose process (or node) is gone, as the cluster's control store (GCS) says:
         a busy actor is not asked anything, so a long call cannot pass for a death; no dashboard is needed.
         When a whole node is lost, callers see its actors as unavailable before the GCS has declared the node
-        dead (its health checks take seconds): with `settle_s`, ask again until a death shows or that time passes."""
+        dead (its health checks take seconds): with `settle_s`, ask again until a death shows or that time passes.
+        Every rank on a node the GCS has declared dead counts as dead with it (it marks them one by one)."""
         from ray._private.state import actors as actor_table
 
         deadline = time.monotonic() + settle_s
