@@ -289,8 +289,9 @@ class RoleGroups:
                 gone |= {key for key, entry in entries.items() if node_of(entry) in lost_nodes}
             if gone or time.monotonic() >= deadline:
                 dead: dict[str, list[int]] = {}
-                for role, rank in sorted(gone, key=lambda key: (list(self.groups).index(key[0]), key[1])):
-                    dead.setdefault(role, []).append(rank)
+                for role, rank in entries:          # roles in the run's order, ranks ascending
+                    if (role, rank) in gone:
+                        dead.setdefault(role, []).append(rank)
                 return dead
             time.sleep(0.5)
 

@@ -126,13 +126,14 @@ def run_bench(cfg, steps: int = 4, explicit_overrides: list[str] | None = None, 
     the steps after the first (warm-up), rows every step. `rounds` > 1 runs each variant that many times, the
     distributed run and the floor in turns, and its ratio line gives the median over the rounds: on a VM whose speed
     drifts by tens of percent within a minute, the two sides of one round saw the same machine."""
-    results, names = {}, {}
+    name = lambda variant: workload if variant == workload else f"{workload}/{variant}"
+    results = {}
     for variant, tree in WORKLOADS[workload].items():
-        names[variant] = name = workload if variant == workload else f"{workload}/{variant}"
         ratios = []
         for round_ in range(1, rounds + 1):
             vcfg = bench_config(cfg, tree, steps, explicit_overrides)      # a run directory of its own
-            sides = bench_round(vcfg, name + (f" round {round_}/{rounds}" if rounds > 1 else ""), steps, floor)
+            sides = bench_round(vcfg, name(variant) + (f" round {round_}/{rounds}" if rounds > 1 else ""), steps,
+                                floor)
             if floor:
                 ratios.append(sides["distributed"][0]["throughput/samples_per_s"]
                               / sides["floor"][0]["throughput/samples_per_s"])
@@ -141,7 +142,7 @@ def run_bench(cfg, steps: int = 4, explicit_overrides: list[str] | None = None, 
         if floor:
             per_round = result["ratios"]
             spread = f"; median of {rounds} rounds: " + " ".join(f"{r:.2f}" for r in per_round) if rounds > 1 else ""
-            print(f"ratio distributed/floor: {statistics.median(per_round):.2f} ({names[variant]}{spread})")
+            print(f"ratio distributed/floor: {statistics.median(per_round):.2f} ({name(variant)}{spread})")
     return results
 
 
