@@ -6,6 +6,7 @@ transformers (`rlhf/floor.py`: the same work, no Ray, no DeepSpeed) and the repo
 The other benchmarks: `bench_weight_sync.py` (`--weight-sync`) and `bench_memory.py` (`--memory`)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import tempfile
@@ -57,14 +58,18 @@ WORKLOADS: dict[str, dict[str, dict]] = {
 }
 
 
+@contextlib.contextmanager
 def bench_config(cfg, workload: dict, steps: int, explicit_overrides: list[str] | None):
+    """The config of one measured run of `workload`; its run directory is a scratch folder, removed when the block
+    ends (the bench reads what it reports from the run before that: metrics, peak memory, threads)."""
     from rlhf.config import build_config, merge_trees, parse_overrides
 
     tree = merge_trees(merge_trees(cfg.model_dump(mode="json"), workload), _NO_FILES)
     tree = merge_trees(tree, parse_overrides(explicit_overrides or []))
-    tree["run"].update(num_steps=steps + 1, output_dir=tempfile.mkdtemp(prefix="rlhf-bench-"), name="bench")
     tree["checkpoint"].update(every=0, save_at_end=False)   # a benchmark measures steps, not checkpoint I/O
-    return build_config(tree, "bench")
+    with tempfile.TemporaryDirectory(prefix="rlhf-bench-", ignore_cleanup_errors=True) as scratch:
+        tree["run"].update(num_steps=steps + 1, output_dir=scratch, name="bench")
+        yield build_config(tree, "bench")
 
 
 def medians(rows: list[dict]) -> dict:
@@ -131,9 +136,9 @@ def run_bench(cfg, steps: int = 4, explicit_overrides: list[str] | None = None, 
     for variant, tree in WORKLOADS[workload].items():
         ratios = []
         for round_ in range(1, rounds + 1):
-            vcfg = bench_config(cfg, tree, steps, explicit_overrides)      # a run directory of its own
-            sides = bench_round(vcfg, name(variant) + (f" round {round_}/{rounds}" if rounds > 1 else ""), steps,
-                                floor)
+            with bench_config(cfg, tree, steps, explicit_overrides) as vcfg:      # a run directory of its own
+                sides = bench_round(vcfg, name(variant) + (f" round {round_}/{rounds}" if rounds > 1 else ""), steps,
+                                    floor)
             if floor:
                 ratios.append(sides["distributed"][0]["throughput/samples_per_s"]
                               / sides["floor"][0]["throughput/samples_per_s"])

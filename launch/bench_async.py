@@ -1,10 +1,12 @@
 """`rlhf bench --async-curve`: the same PPO run (the bundled toy task unless a config says otherwise) twice,
 synchronous and with `rollout.async`, and the ground-truth reward of every step of both in one PNG, with the time
-each took: asynchronous generation learns like synchronous (one step off-policy) in less time."""
+each took: asynchronous generation learns like synchronous (one step off-policy) in less time. Both runs stay
+beside the PNG (`<run.output_dir>/bench-async/sync` and `async`: metrics, samples, wandb as configured); a new
+curve replaces them."""
 from __future__ import annotations
 
+import shutil
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
@@ -15,19 +17,19 @@ from .runlog import read_metrics
 def run_async_curve(cfg) -> Path:
     from rlhf.config import build_config
 
+    folder = Path(cfg.run.output_dir).expanduser() / "bench-async"
     curves, seconds = {}, {}
     for mode in ("sync", "async"):
+        shutil.rmtree(folder / mode, ignore_errors=True)        # the previous curve's run of this mode
         tree = cfg.model_dump(mode="json")
         tree["rollout"]["async"] = mode == "async"
-        tree["run"].update(output_dir=tempfile.mkdtemp(prefix="rlhf-bench-async-"), name=mode)
+        tree["run"].update(output_dir=str(folder), name=mode)
         tree["checkpoint"].update(every=0, save_at_end=False, export_hf=False)
-        tree["logging"].update(wandb_mode="disabled", progress_bar=False)
+        tree["logging"].update(progress_bar=False)
         start = time.perf_counter()
         rows = read_metrics(run_ppo(build_config(tree, "bench")))
         seconds[mode] = time.perf_counter() - start
         curves[mode] = [row["reward/score_mean"] for row in rows]
-    folder = Path(cfg.run.output_dir).expanduser() / "bench-async"
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / "reward_sync_vs_async.png"
     plot(curves, seconds, path)
     print("rlhf bench --async-curve: reward/score_mean (the task's reward function) per step")

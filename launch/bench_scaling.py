@@ -18,7 +18,8 @@ def run_scaling(cfg, counts: list[int], steps: int = 3, explicit_overrides: list
         for rollout in counts:
             cell = [*(explicit_overrides or []), "--actors.rollout.num_actors", str(rollout),
                     "--actors.policy.num_actors", str(policy), "--actors.value.num_actors", str(policy)]
-            metrics, _, _ = run_distributed(bench_config(cfg, tree, steps, cell))
+            with bench_config(cfg, tree, steps, cell) as cell_cfg:
+                metrics, _, _ = run_distributed(cell_cfg)
             rows.append({"rollout": rollout, "policy": policy, **medians(metrics[1:])})
     print(f"rlhf bench --scaling ({workload}): {steps} measured steps per cell (after 1 warm-up), medians")
     print(f"  {'rollout':>7s} {'policy':>6s} {'samples/s':>10s} " + " ".join(f"{p:>11s}" for p in PHASES))

@@ -1,5 +1,8 @@
 """`rlhf bench --floor`: the one-process floor does the distributed run's work (the same samples, rewards, KL and
-values step by step, so its updates are the same too), and the command prints both sides and the ratio."""
+values step by step, so its updates are the same too), and the command prints both sides and the ratio; the
+measured runs' folders are removed afterwards (the scaling sweep's too)."""
+import tempfile
+
 import pytest
 
 from tests.conftest import layout_config
@@ -29,10 +32,13 @@ def test_floor_takes_the_distributed_runs_steps(layout_run, tmp_path, model_cach
         assert {"time/generate", "time/score", "time/advantages", "time/train", "time/step"} <= set(got)
 
 
-def test_bench_floor_prints_both_sides_and_the_ratio(ray_cluster, tmp_path, model_cache, capsys):
+def test_bench_floor_prints_both_sides_and_the_ratio(ray_cluster, tmp_path, model_cache, capsys, monkeypatch):
     from launch.bench import run_bench
     from tests.conftest import small_config
 
+    scratch = tmp_path / "scratch"           # where the measured runs' folders are made (tempfile's folder)
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     cfg = small_config(tmp_path, model_cache, "bench")
     small = ["--model.tiny.num_layers", "1", "--model.tiny.hidden_size", "32", "--rollout.prompts_per_step", "8",
              "--rollout.n_samples_per_prompt", "2", "--deepspeed.policy.micro_batch_size", "8",
@@ -52,12 +58,16 @@ def test_bench_floor_prints_both_sides_and_the_ratio(ray_cluster, tmp_path, mode
     assert header.split() == ["distributed", "floor"]
     sync = next(line.split() for line in out if line.strip().startswith("time/weight_sync"))
     assert float(sync[1]) > 0 and sync[2] == "-"              # the floor has no rollout copy to sync
+    assert not any(scratch.iterdir())                          # each measured run's folder is gone
 
 
-def test_scaling_sweep_runs_each_cell_with_its_actor_counts(ray_cluster, tmp_path, model_cache, capsys):
+def test_scaling_sweep_runs_each_cell_with_its_actor_counts(ray_cluster, tmp_path, model_cache, capsys, monkeypatch):
     from launch.bench_scaling import run_scaling
     from tests.conftest import small_config
 
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     cfg = small_config(tmp_path, model_cache, "scaling")
     small = ["--model.tiny.num_layers", "1", "--model.tiny.hidden_size", "32", "--rollout.prompts_per_step", "8",
              "--rollout.n_samples_per_prompt", "2", "--deepspeed.policy.micro_batch_size", "4",
@@ -67,14 +77,4 @@ def test_scaling_sweep_runs_each_cell_with_its_actor_counts(ray_cluster, tmp_pat
     out = capsys.readouterr().out.splitlines()
     assert out[-2].split()[:2] == ["2", "2"]
     assert (tmp_path / "bench-scaling" / "samples_per_s_default.png").stat().st_size > 1000
-
-
-def test_async_curve_plots_both_modes(ray_cluster, tmp_path, model_cache, capsys):
-    from launch.bench_async import run_async_curve
-    from tests.conftest import small_config
-
-    path = run_async_curve(small_config(tmp_path, model_cache, "curve", run__num_steps=6))
-    assert path == tmp_path / "bench-async" / "reward_sync_vs_async.png" and path.stat().st_size > 1000
-    lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in lines[1:3]] == ["sync", "async"]
-    assert all("steps 6" in line for line in lines[1:3])
+    assert not any(scratch.iterdir())

@@ -1,6 +1,7 @@
-"""End-to-end PPO runs: the reward rises on the toy task, logged to wandb offline without ever writing the API key;
-a stopped and resumed run matches an uninterrupted one; the exported policy loads in transformers; critic-free
-estimators run without value actors (GRPO with PPO-ptx mixed in, sharded over two policy actors)."""
+"""End-to-end PPO runs: the reward rises on the toy task in synchronous and asynchronous mode (`rlhf bench
+--async-curve`), logged to wandb offline without ever writing the API key; a stopped and resumed run matches an
+uninterrupted one; critic-free estimators run without value actors (GRPO with PPO-ptx mixed in, sharded over two
+policy actors; REINFORCE++ exporting a policy that loads in transformers)."""
 import json
 
 import pytest
@@ -18,8 +19,11 @@ def comparable(rows):
     return [{k: v for k, v in row.items() if not k.startswith(MEASURED_PREFIXES)} for row in rows]
 
 
-def test_reward_rises_policy_exports_and_wandb_never_gets_the_key_written(tmp_path, model_cache, ray_cluster,
-                                                                         monkeypatch):
+def test_reward_rises_in_sync_and_async_mode_plotted_together_and_wandb_never_gets_the_key(
+        tmp_path, model_cache, ray_cluster, monkeypatch, capsys):
+    """`rlhf bench --async-curve` on the toy task: both modes learn, in one PNG, each run kept beside it."""
+    from launch.bench_async import run_async_curve
+
     secret = "0123456789abcdef0123456789abcdef01234567"
     monkeypatch.setenv("WANDB_API_KEY", secret)
     monkeypatch.delenv("WANDB_MODE", raising=False)
@@ -27,39 +31,27 @@ def test_reward_rises_policy_exports_and_wandb_never_gets_the_key_written(tmp_pa
                        rollout={"prompts_per_step": 16, "n_samples_per_prompt": 4, "max_new_tokens": 8},
                        deepspeed={"policy": {"micro_batch_size": 16}, "value": {"micro_batch_size": 16}},
                        ppo__num_minibatches=4, logging={"wandb_mode": "offline", "progress_bar": False})
-    run_dir = run_ppo(cfg)
-    assert list(run_dir.glob("wandb/offline-run-*"))
+    (tmp_path / "bench-async" / "sync").mkdir(parents=True)
+    (tmp_path / "bench-async" / "sync" / "metrics.jsonl").write_text("a previous curve's run\n")   # replaced
+    path = run_async_curve(cfg)
+    assert path == tmp_path / "bench-async" / "reward_sync_vs_async.png" and path.stat().st_size > 1000
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines[1:3]] == ["sync", "async"]
+    assert all("steps 40" in line for line in lines[1:3])
+    runs = {mode: read_metrics(tmp_path / "bench-async" / mode) for mode in ("sync", "async")}
+    for mode, rows in runs.items():
+        rewards = [row["reward/score_mean"] for row in rows]
+        first, last = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
+        assert last > first + 0.1 and last > 2 * first, (mode, first, last)
+        assert list((tmp_path / "bench-async" / mode).glob("wandb/offline-run-*")), mode
+    # synchronous: the rollout actors sample from exactly the policy the trainer scores (weights synced every step);
+    # async: step 1 samples from the initial weights, every later step from the weights before the last update
+    assert max(row["rollout/logprob_gap"] for row in runs["sync"]) < 1e-4
+    gaps = [row["rollout/logprob_gap"] for row in runs["async"]]
+    assert gaps[0] < 1e-6 and min(gaps[1:]) > 1e-4, gaps[:5]
     for path in tmp_path.rglob("*"):
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path
-    rewards = [row["reward/score_mean"] for row in read_metrics(run_dir)]
-    first, last = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
-    assert last > first + 0.1 and last > 2 * first, (first, last)
-    # the rollout actors sample from exactly the policy the trainer scores (weights synced every step)
-    assert max(row["rollout/logprob_gap"] for row in read_metrics(run_dir)) < 1e-4
-
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    model = AutoModelForCausalLM.from_pretrained(run_dir / "policy_hf")
-    tokenizer = AutoTokenizer.from_pretrained(run_dir / "policy_hf")
-    ids = tokenizer("repeat 3:", return_tensors="pt").input_ids
-    assert model.generate(ids, max_new_tokens=4, do_sample=False).shape[1] > ids.shape[1]
-    assert (run_dir / "config.yaml").exists() and (run_dir / "samples.jsonl").exists()
-
-
-def test_async_generation_learns_one_step_off_policy(tmp_path, model_cache, ray_cluster):
-    cfg = small_config(tmp_path, model_cache, "async", run__num_steps=40,
-                       rollout={"prompts_per_step": 16, "n_samples_per_prompt": 4, "max_new_tokens": 8, "async": True},
-                       deepspeed={"policy": {"micro_batch_size": 16}, "value": {"micro_batch_size": 16}},
-                       ppo__num_minibatches=4, checkpoint__export_hf=False)
-    rows = read_metrics(run_ppo(cfg))
-    rewards = [row["reward/score_mean"] for row in rows]
-    first, last = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
-    assert last > first + 0.1 and last > 2 * first, (first, last)
-    # step 1 samples from the initial weights; every later step from the weights before the last update: the
-    # rollout's log-probs differ from the scoring policy's (in synchronous mode they agree to 1e-4, above)
-    gaps = [row["rollout/logprob_gap"] for row in rows]
-    assert gaps[0] < 1e-6 and min(gaps[1:]) > 1e-4, gaps[:5]
 
 
 def test_resume_matches_uninterrupted_run(tmp_path, model_cache, layout_run):
@@ -85,12 +77,20 @@ def test_critic_free_estimators_run_without_value_actors(tmp_path, model_cache, 
         texts.write_text("".join(json.dumps({"text": f"the number {i} is written {i}{i}{i}."}) + "\n"
                                  for i in range(40)))
         ptx = dict(data__ptx=str(texts), data__ptx_batch_size=4, ppo__ptx_coef=0.5, actors__policy__num_actors=2)
-    cfg = small_config(tmp_path, model_cache, estimator, run__num_steps=2, checkpoint__export_hf=False,
+    cfg = small_config(tmp_path, model_cache, estimator, run__num_steps=2, checkpoint__export_hf=not ptx,
                        checkpoint__save_at_end=False, ppo__advantage_estimator=estimator, ppo__kl_mode="loss",
                        ppo__kl_estimator="k3", **ptx)
-    rows = read_metrics(run_ppo(cfg))
+    run_dir = run_ppo(cfg)
+    rows = read_metrics(run_dir)
     assert len(rows) == 2 and not any(key.startswith("value/") for key in rows[-1])
     assert "policy/kl_loss" in rows[-1]
+    assert (run_dir / "config.yaml").exists() and (run_dir / "samples.jsonl").exists()
+    if not ptx:     # the exported policy loads in transformers and generates
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        model = AutoModelForCausalLM.from_pretrained(run_dir / "policy_hf")
+        ids = AutoTokenizer.from_pretrained(run_dir / "policy_hf")("repeat 3:", return_tensors="pt").input_ids
+        assert model.generate(ids, max_new_tokens=4, do_sample=False).shape[1] > ids.shape[1]
     if ptx:
         assert all(row["policy/ptx_loss"] > 1.0 for row in rows)   # ~ln(92) for an untrained model
         for row in rows:   # every term of the policy loss, averaged over the updates: pg + beta * KL + gamma * ptx
