@@ -1,20 +1,28 @@
 """Shared fixtures: one local Ray cluster (loopback only) for the whole session, one model cache, and small run
 configs. Everything a test writes (models, datasets caches, runs) goes under a temporary folder, never the user's
 cache: RLHF_TEST_CACHE, HF_HOME and the model cache point there for this process, its subprocesses and Ray workers.
-Tests that start Ray (directly or through a driver) are marked `ray` automatically."""
+Tests that start Ray (directly or through a driver) are marked `ray` automatically. The folder is removed when the
+session ends (a subprocess that imports this module uses its parent's)."""
 import os
+import shutil
 import tempfile
 import time
 
 import pytest
 
-_CACHE = tempfile.mkdtemp(prefix="rlhf-test-cache-")
+_OWN_CACHE = "RLHF_TEST_CACHE" not in os.environ
+_CACHE = tempfile.mkdtemp(prefix="rlhf-test-cache-") if _OWN_CACHE else os.environ["RLHF_TEST_CACHE"]
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ["RLHF_TEST_CACHE"] = _CACHE
 os.environ["HF_HOME"] = os.path.join(_CACHE, "huggingface")          # datasets' cache of loaded json files
 os.environ["HF_DATASETS_CACHE"] = os.path.join(_CACHE, "huggingface", "datasets")
+
+
+def pytest_sessionfinish(session):
+    if _OWN_CACHE:
+        shutil.rmtree(_CACHE, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(items):
