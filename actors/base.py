@@ -16,6 +16,25 @@ from rlhf.seeding import derive_seed
 from rlhf.sharding import concat, map_rows
 
 from .memory import peak_memory_mb
+from .phase_board import PhaseBoard
+
+
+def in_phase(phase: str):
+    """A worker method that is `phase`'s call: it runs with the phase's threads (taking its node peers' cores as
+    they finish) and says when it is done (`RoleWorker.use_threads`, `phase_done`)."""
+
+    def wrap(method):
+        @functools.wraps(method)
+        def run(self, *args, **kwargs):
+            self.use_threads(phase)
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                self.phase_done()
+
+        return run
+
+    return wrap
 
 
 def distributed_backend() -> str:
@@ -33,7 +52,7 @@ class RoleWorker:
         torch.manual_seed(derive_seed(self.cfg.run.seed, "model_init"))
         torch.set_num_threads(num_threads)
         os.environ["OMP_NUM_THREADS"] = str(num_threads)
-        self.threads, self.phase_threads = num_threads, {}
+        self.threads, self.phase_shares, self.board, self.share = num_threads, {}, None, None
         self.device = default_device()
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
@@ -56,13 +75,39 @@ class RoleWorker:
         """The CPU cores this actor's process may run on."""
         return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
-    def set_phase_threads(self, threads: dict[str, int]) -> None:
-        """Torch threads for each phase this actor works in (`rlhf.placement_rules.phase_threads`)."""
-        self.phase_threads = dict(threads)
+    def set_phase_threads(self, shares: dict, board: str | None = None) -> None:
+        """This actor's part of its node in each phase it works in (`rlhf.placement_rules.PhaseShare`); `board`:
+        the run's token for the node's `PhaseBoard`, through which it takes its peers' cores once they are done."""
+        if self.board is not None:
+            self.board.close()
+        self.phase_shares = dict(shares)
+        self.board = PhaseBoard(board, self.role, self.rank) if board and shares else None
 
     def use_threads(self, phase: str) -> None:
         """Run the coming work with `phase`'s thread count (this actor's own without one)."""
-        wanted = self.phase_threads.get(phase, self.threads)
+        self.share = self.phase_shares.get(phase)
+        if self.board is not None:
+            self.board.begin()
+        self._set_threads(self.share.threads() if self.share else self.threads)
+
+    def rebalance_threads(self) -> None:
+        """Between micro-batches: take the cores of the phase's node peers that are done."""
+        if self.share is not None and self.share.peers and self.board is not None:
+            self._set_threads(self.share.threads(self.board.done_peers(self.share.peers)))
+
+    def phase_done(self) -> None:
+        """The phase's call is finished: a peer still working may take this actor's cores."""
+        if self.share is not None and self.board is not None:
+            self.board.mark_done()
+        self.share = None
+
+    def close_phase_board(self) -> None:
+        if self.board is not None:
+            self.board.close()
+            self.board = None
+
+    @staticmethod
+    def _set_threads(wanted: int) -> None:
         if torch.get_num_threads() != wanted:
             torch.set_num_threads(wanted)
 
@@ -108,8 +153,12 @@ class RoleWorker:
         `rlhf.sharding.by_length`) without gradients; outputs in row order (float, on CPU). Every rank holds an
         equal block, so every rank walks the same number of micro-batches, as ZeRO-3's collective parameter gathers
         require."""
+        def rebalanced(micro):
+            self.rebalance_threads()
+            return fn(micro)
+
         with torch.no_grad():
-            return map_rows(batch, size, fn)
+            return map_rows(batch, size, rebalanced)
 
     def model_outputs(self, exp, **kwargs):
         """The role's model (`self.runner`: a DeepSpeed engine or a plain module) on a batch's sequences."""

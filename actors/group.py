@@ -15,7 +15,7 @@ import ray
 from ray.exceptions import ObjectLostError, RayActorError, RayTaskError
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from rlhf.placement_rules import phase_threads
+from rlhf.placement_rules import phase_shares
 from rlhf.sharding import pad_rows, shard
 
 from .placement import create_placement_groups, remove_groups
@@ -226,6 +226,7 @@ class RoleGroups:
         self.cfg, self.specs = cfg, {s.role: s for s in specs}
         self.groups: dict[str, ActorGroup] = {}
         self.placements: dict = {}
+        self.board_token = None           # names the run's phase boards once threads per phase are applied
         try:
             resources = {s.role: s.resources or getattr(cfg.actors, s.role) for s in specs}
             self.placements = create_placement_groups(resources, cfg.run.placement_timeout_s)
@@ -244,9 +245,11 @@ class RoleGroups:
             raise
 
     def apply_phase_threads(self, phase_roles: dict[str, tuple]) -> dict:
-        """Each actor's torch threads in each phase (`rlhf.placement_rules.phase_threads`) of work that runs one
+        """Each actor's torch threads in each phase (`rlhf.placement_rules.phase_shares`) of work that runs one
         phase after another, `phase_roles` naming who works in each; a local cluster the run started for itself
-        is the run's whole machine. Returns the plan ({} with `actors.phase_threads: false`)."""
+        is the run's whole machine. Within a phase, an actor whose node peers are done takes their cores between
+        its micro-batches (`actors/phase_board.py`). Returns the plan while all work ({} with
+        `actors.phase_threads: false`)."""
         if not self.cfg.actors.phase_threads:
             return {}
         cores = {}
@@ -255,10 +258,13 @@ class RoleGroups:
                 cores[node] = count
         actors = [(role, rank, node, group.resources.num_cpus)
                   for role, group in self.groups.items() for rank, node in enumerate(group.nodes)]
-        plan = phase_threads(actors, cores, phase_roles, whole_nodes=self.cfg.cluster_address is None)
-        gather_all(*[group.call_each("set_phase_threads", [(plan.get((role, rank), {}),) for rank in range(len(group))])
+        shares = phase_shares(actors, cores, phase_roles, whole_nodes=self.cfg.cluster_address is None)
+        self.board_token = self.board_token or uuid.uuid4().hex[:12]
+        gather_all(*[group.call_each("set_phase_threads", [(shares.get((role, rank), {}), self.board_token)
+                                                           for rank in range(len(group))])
                      for role, group in self.groups.items()])
-        return plan
+        return {actor: {phase: share.threads() for phase, share in phases.items()}
+                for actor, phases in shares.items()}
 
     def recreate(self, role: str) -> None:
         """Kill every worker of `role`, start new ones on the same placement, connect and set them up (weights
@@ -302,7 +308,12 @@ class RoleGroups:
         return self.groups.get(role)
 
     def shutdown(self) -> None:
-        """Kill every actor and remove every placement group this run created (safe to call twice)."""
+        """Kill every actor and remove every placement group this run created (safe to call twice). The live
+        actors first remove their phase-board markers (a lost actor's stays, for its successor to reuse)."""
+        if self.board_token is not None:
+            closing = [actor.close_phase_board.remote() for g in self.groups.values() for actor in g.actors]
+            ray.wait(closing, num_returns=len(closing), timeout=10)
+            self.board_token = None
         for group in self.groups.values():
             group.shutdown()
         remove_groups(self.placements)

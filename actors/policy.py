@@ -10,6 +10,7 @@ from rlhf.forward import policy_objective
 from rlhf.lora import adapters_off
 from rlhf.models import load_causal_lm
 
+from .base import in_phase
 from .trainable import TrainableWorker
 
 
@@ -17,9 +18,9 @@ class PolicyWorker(TrainableWorker):
     def setup(self, model_path: str) -> None:
         self.build_engine(lambda: load_causal_lm(model_path, self.dtype, self.attention), "policy")
 
+    @in_phase("score")
     def logprobs(self, pieces: list) -> torch.Tensor:
         """log pi(a_t) of the sampled tokens of this rank's block (logits / temperature)."""
-        self.use_threads("score")
         return self.forward_batches(self.rows(pieces), lambda micro: self.response_token_stats(micro)[0])
 
     def reference_logprobs(self, pieces: list) -> torch.Tensor:
@@ -28,12 +29,12 @@ class PolicyWorker(TrainableWorker):
         with adapters_off(self.engine.module):
             return self.logprobs(pieces)
 
+    @in_phase("train")
     def train(self, pieces: list, scored: dict, plan: list, kl_coef: float, ptx: tuple | None = None) -> dict:
         """PPO epochs over the minibatches of `plan` (global rows) on this rank's block: its pieces plus `scored`
         (the block's old/reference log-probs, values, advantages, returns from the driver). `ptx` = (input_ids,
         mask), each (updates, this rank's rows, length): its rows of one pretraining block per optimizer step."""
         ppo = self.cfg.ppo
-        self.use_threads("train")
         exp = self.rows(pieces).replace(**scored)
 
         def micro_loss(micro: Experience, global_tokens: float, update: int, micro_index: int):

@@ -6,6 +6,7 @@ import torch
 
 from rlhf.models import load_causal_lm
 
+from .base import in_phase
 from .frozen import FrozenWorker
 
 
@@ -13,6 +14,6 @@ class ReferenceWorker(FrozenWorker):
     def setup(self, model_path: str) -> None:
         self.wrap(lambda: load_causal_lm(model_path, self.dtype, self.attention))
 
+    @in_phase("score")
     def logprobs(self, pieces: list) -> torch.Tensor:
-        self.use_threads("score")
         return self.forward_shard(self.rows(pieces), lambda micro: self.response_token_stats(micro)[0])

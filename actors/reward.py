@@ -9,6 +9,7 @@ from rlhf.generation import prompt_and_response_texts
 from rlhf.models import load_reward_normalization, load_scalar_model, load_tokenizer, resolve_model_path
 from rlhf.reward_function import call_reward_function, load_reward_function
 
+from .base import in_phase
 from .frozen import FrozenWorker
 
 
@@ -29,9 +30,9 @@ class RewardWorker(FrozenWorker):
     def texts(self, exp: Experience) -> tuple[list[str], list[str]]:
         return prompt_and_response_texts(exp, self.policy_tokenizer)
 
+    @in_phase("score")
     def scores(self, pieces: list) -> torch.Tensor:
         """One score per sample of this rank's block."""
-        self.use_threads("score")
         exp = self.rows(pieces)
         if self.function is not None:
             prompts, responses = self.texts(exp)

@@ -112,6 +112,7 @@ class TrainableWorker(RoleWorker):
             assert len(micros) == accumulation, "the config check keeps minibatch = actors x micro x accumulation"
             update_sums, loss_finite, norm = defaultdict(float), True, None
             for micro_index, micro in enumerate(micros):
+                self.rebalance_threads()
                 loss, stats = micro_loss(micro, global_tokens, update, micro_index)
                 loss_finite = loss_finite and bool(torch.isfinite(loss.detach()).all())
                 self.engine.backward(loss * self.world_size, scale_wrt_gas=False)

@@ -8,6 +8,7 @@ from rlhf.experience import Experience
 from rlhf.forward import response_values, value_objective
 from rlhf.models import load_scalar_model
 
+from .base import in_phase
 from .trainable import TrainableWorker
 
 
@@ -18,14 +19,14 @@ class ValueWorker(TrainableWorker):
     def _values(self, exp: Experience) -> torch.Tensor:
         return response_values(self.runner, exp, self.device)
 
+    @in_phase("score")
     def values(self, pieces: list) -> torch.Tensor:
-        self.use_threads("score")
         return self.forward_batches(self.rows(pieces), self._values)
 
+    @in_phase("train")
     def train(self, pieces: list, scored: dict, plan: list) -> dict:
         """Value epochs over the minibatches of `plan` on this rank's block (its pieces plus `scored`)."""
         ppo = self.cfg.ppo
-        self.use_threads("train")
         exp = self.rows(pieces).replace(**scored)
 
         def micro_loss(micro: Experience, global_tokens: float, update: int, micro_index: int):

@@ -188,7 +188,8 @@ def print_report(name, cfg, steps, reports, memory, peak, threads, phase_threads
         print(f"  {key:40s}" + "".join(f"{v:14.3f}" if v is not None else f"{'-':>14s}" for v in cells))
     print(f"  matmul peak {peak:.0f} GFLOP/s with {threads} thread(s) (the floor's threads)")
     if phase_threads:
-        print("  threads per phase: " + "; ".join(
+        print("  threads per phase (while the phase's actors on a node all work; then the others take the cores of one "
+              "that is done): " + "; ".join(
             f"{role}[{rank}] " + " ".join(f"{phase} {n}" for phase, n in phases.items())
             for (role, rank), phases in sorted(phase_threads.items())))
     print("  peak memory per actor (MB):")

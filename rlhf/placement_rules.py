@@ -3,6 +3,8 @@ per phase (pure; Ray places them in `actors/placement.py`).
 Two ranks of one NCCL communicator must never share a GPU: NCCL refuses a duplicate device."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 
 def colocation_sets(resources: dict) -> dict[str, list[str]]:
     """anchor role -> the roles placed on its bundles (itself first). `resources` maps role -> RoleResources; a
@@ -92,27 +94,47 @@ PHASE_ROLES = {"generate": ("rollout",), "score": ("policy", "reference", "rewar
                "train": ("policy", "value")}
 
 
-def phase_threads(actors: list[tuple[str, int, str, float]], node_cores: dict[str, int],
-                  phase_roles: dict[str, tuple] = PHASE_ROLES, whole_nodes: bool = False) -> dict[tuple, dict]:
-    """(role, rank) -> {phase: torch threads} for the phases its role works in (`phase_roles`, one after another:
+@dataclass(frozen=True)
+class PhaseShare:
+    """An actor's part of its node in one phase: the node's `budget` of threads for the run, its own `cpus`, and the
+    (role, rank, cpus) of the phase's other actors on that node. The peers share the budget in proportion to their
+    cpus; once some are done (`threads(done)`), those still working take the freed cores."""
+    budget: float
+    cpus: float
+    peers: tuple = ()
+
+    def threads(self, done=frozenset()) -> int:
+        working = self.cpus + sum(cpus for role, rank, cpus in self.peers if (role, rank) not in done)
+        share = self.budget * self.cpus / working if working > 0 else 0.0
+        return max(1, int(self.cpus), int(share))
+
+
+def phase_shares(actors: list[tuple[str, int, str, float]], node_cores: dict[str, int],
+                 phase_roles: dict[str, tuple] = PHASE_ROLES, whole_nodes: bool = False) -> dict[tuple, dict]:
+    """(role, rank) -> {phase: PhaseShare} for the phases its role works in (`phase_roles`, one after another:
     PPO's by default; a supervised stage's one group trains alone).
 
     `actors`: (role, rank, node, num_cpus) of every actor of the run; `node_cores`: the cores of each node. On a
     node the run may use what it reserved there (the sum of its actors' num_cpus), at most the node's cores; with
     `whole_nodes` (a local cluster the run started for itself) the node's cores; in a phase, the actors of that
     phase on the node share it in proportion to their num_cpus, each getting at least its own num_cpus (and at
-    least 1). The phases run one after another, so nothing is oversubscribed."""
+    least 1). The phases run one after another, so nothing is oversubscribed; within a phase, an actor whose node
+    peers are done takes their part (`PhaseShare.threads`)."""
     reserved: dict[str, float] = {}
     for _, _, node, cpus in actors:
         reserved[node] = reserved.get(node, 0.0) + cpus
     out: dict[tuple, dict] = {}
     for phase, roles in phase_roles.items():
         working = [a for a in actors if a[0] in roles]
-        sharing: dict[str, float] = {}                 # node -> num_cpus of the phase's actors there
-        for _, _, node, cpus in working:
-            sharing[node] = sharing.get(node, 0.0) + cpus
         for role, rank, node, cpus in working:
             budget = node_cores[node] if whole_nodes else min(reserved[node], node_cores[node])
-            share = budget * cpus / sharing[node] if sharing[node] > 0 else 0.0
-            out.setdefault((role, rank), {})[phase] = max(1, int(cpus), int(share))
+            peers = tuple((r, k, c) for r, k, n, c in working if n == node and (r, k) != (role, rank))
+            out.setdefault((role, rank), {})[phase] = PhaseShare(budget, cpus, peers)
     return out
+
+
+def phase_threads(actors: list[tuple[str, int, str, float]], node_cores: dict[str, int],
+                  phase_roles: dict[str, tuple] = PHASE_ROLES, whole_nodes: bool = False) -> dict[tuple, dict]:
+    """(role, rank) -> {phase: torch threads} while every actor of the phase works (`phase_shares`)."""
+    return {actor: {phase: share.threads() for phase, share in phases.items()}
+            for actor, phases in phase_shares(actors, node_cores, phase_roles, whole_nodes).items()}

@@ -35,8 +35,10 @@ class ActorsConfig(Section):
     """Synchronous PPO runs its phases one after another (generate, score, train), a supervised stage's one group
     works alone, evaluation generates then scores: an actor working while others of the run on its node wait uses
     their reserved CPUs too (torch threads per phase, shared in proportion to num_cpus among the phase's actors on
-    the node, at most the node's cores; on a local cluster the run started for itself, the node's cores). false:
-    every actor always runs num_cpus threads (also what asynchronous mode does: there the phases overlap)."""
+    the node, at most the node's cores; on a local cluster the run started for itself, the node's cores); within a
+    phase, once some of those actors are done, the others take their cores between micro-batches (so on CPU the
+    last bits of a run can depend on timing: gradients on 1 and 2 threads differ at 1e-9). false: every actor
+    always runs num_cpus threads (also what asynchronous mode does: there the phases overlap)."""
 
 
 class ZeroSettings(Section):
