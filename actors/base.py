@@ -75,13 +75,13 @@ class RoleWorker:
         """The CPU cores this actor's process may run on."""
         return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
-    def set_phase_threads(self, shares: dict, board: str | None = None) -> None:
-        """This actor's part of its node in each phase it works in (`rlhf.placement_rules.PhaseShare`); `board`:
-        the run's token for the node's `PhaseBoard`, through which it takes its peers' cores once they are done."""
+    def set_phase_threads(self, shares: dict, board_token: str | None = None) -> None:
+        """This actor's part of its node in each phase it works in (`rlhf.placement_rules.PhaseShare`);
+        `board_token` names the run's `PhaseBoard`, through which it takes its node peers' cores once they are done."""
         if self.board is not None:
             self.board.close()
         self.phase_shares = dict(shares)
-        self.board = PhaseBoard(board, self.role, self.rank) if board and shares else None
+        self.board = PhaseBoard(board_token, self.role, self.rank) if board_token and shares else None
 
     def use_threads(self, phase: str) -> None:
         """Run the coming work with `phase`'s thread count (this actor's own without one)."""

@@ -15,7 +15,7 @@ import ray
 from ray.exceptions import ObjectLostError, RayActorError, RayTaskError
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from rlhf.placement_rules import phase_shares
+from rlhf.placement_rules import phase_shares, planned_threads
 from rlhf.sharding import pad_rows, shard
 
 from .placement import create_placement_groups, remove_groups
@@ -263,8 +263,7 @@ class RoleGroups:
         gather_all(*[group.call_each("set_phase_threads", [(shares.get((role, rank), {}), self.board_token)
                                                            for rank in range(len(group))])
                      for role, group in self.groups.items()])
-        return {actor: {phase: share.threads() for phase, share in phases.items()}
-                for actor, phases in shares.items()}
+        return planned_threads(shares)
 
     def recreate(self, role: str) -> None:
         """Kill every worker of `role`, start new ones on the same placement, connect and set them up (weights

@@ -2,6 +2,7 @@
 once they are done (between its micro-batches), and only for peers that finished during its own call; closing the
 run's boards leaves no file. In one process: two workers of a 2-core node, as the driver plans them."""
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -41,6 +42,7 @@ def test_a_worker_takes_its_peers_cores_once_they_are_done(tmp_path, model_cache
         policy.rebalance_threads()
         assert torch.get_num_threads() == 2
         policy.phase_done()
+        time.sleep(0.05)        # the rest of the step: a file's time stamp can be a clock tick coarse
         # step 2: value's marker of step 1 is older than policy's call: policy keeps its share until value is done
         policy.use_threads("train")
         value.use_threads("train")
@@ -51,7 +53,7 @@ def test_a_worker_takes_its_peers_cores_once_they_are_done(tmp_path, model_cache
         assert torch.get_num_threads() == 2
         policy.phase_done()
         board = Path(tmp_path) / "rlhf-phase-board-token"
-        assert sorted(p.name for p in board.iterdir()) == ["policy-0", "value-0"]
+        assert sorted(p.name for p in board.iterdir()) == [".policy-0-began", ".value-0-began", "policy-0", "value-0"]
         policy.close_phase_board()
         value.close_phase_board()
         assert not board.exists()
