@@ -33,25 +33,23 @@ def test_a_worker_takes_its_peers_cores_once_they_are_done(tmp_path, model_cache
     try:
         for worker in (policy, value):
             worker.set_phase_threads(shares[(worker.role, 0)], "token")
-        # step 1: value finishes first; policy, between its micro-batches, goes from 1 thread to both cores
-        value.use_threads("train")
-        policy.use_threads("train")
-        policy.rebalance_threads()
-        assert torch.get_num_threads() == 1
-        value.phase_done()
-        policy.rebalance_threads()
-        assert torch.get_num_threads() == 2
-        policy.phase_done()
+
+        def step(first, then):
+            """`first` begins its call, then `then`; value finishes first, and policy, between its micro-batches,
+            goes from its share (1 thread) to both cores once value is done."""
+            first.use_threads("train")
+            then.use_threads("train")
+            policy.rebalance_threads()
+            assert torch.get_num_threads() == 1
+            value.phase_done()
+            policy.rebalance_threads()
+            assert torch.get_num_threads() == 2
+            policy.phase_done()
+
+        step(value, policy)
         time.sleep(0.05)        # the rest of the step: a file's time stamp can be a clock tick coarse
-        # step 2: value's marker of step 1 is older than policy's call: policy keeps its share until value is done
-        policy.use_threads("train")
-        value.use_threads("train")
-        policy.rebalance_threads()
-        assert torch.get_num_threads() == 1
-        value.phase_done()
-        policy.rebalance_threads()
-        assert torch.get_num_threads() == 2
-        policy.phase_done()
+        # value's marker of step 1 is older than policy's next call: policy keeps its share until value is done again
+        step(policy, value)
         board = Path(tmp_path) / "rlhf-phase-board-token"
         assert sorted(p.name for p in board.iterdir()) == [".policy-0-began", ".value-0-began", "policy-0", "value-0"]
         policy.close_phase_board()
