@@ -81,23 +81,28 @@ class RoleWorker:
         if self.board is not None:
             self.board.close()
         self.phase_shares = dict(shares)
-        self.board = PhaseBoard(board_token, self.role, self.rank) if board_token and shares else None
+        has_peers = any(share.peers for share in shares.values())      # only then is there a core to take or give
+        self.board = PhaseBoard(board_token, self.role, self.rank) if board_token and has_peers else None
 
     def use_threads(self, phase: str) -> None:
         """Run the coming work with `phase`'s thread count (this actor's own without one)."""
         self.share = self.phase_shares.get(phase)
-        if self.board is not None:
+        if self._shares_cores():
             self.board.begin()
         self._set_threads(self.share.threads() if self.share else self.threads)
 
+    def _shares_cores(self) -> bool:
+        """Whether this phase's call shares the node with peers (the board's files are read and written then)."""
+        return self.board is not None and self.share is not None and bool(self.share.peers)
+
     def rebalance_threads(self) -> None:
         """Between micro-batches: take the cores of the phase's node peers that are done."""
-        if self.share is not None and self.share.peers and self.board is not None:
+        if self._shares_cores():
             self._set_threads(self.share.threads(self.board.done_peers(self.share.peers)))
 
     def phase_done(self) -> None:
         """The phase's call is finished: a peer still working may take this actor's cores."""
-        if self.share is not None and self.board is not None:
+        if self._shares_cores():
             self.board.mark_done()
         self.share = None
 

@@ -133,12 +133,6 @@ def phase_shares(actors: list[tuple[str, int, str, float]], node_cores: dict[str
     return out
 
 
-def phase_threads(actors: list[tuple[str, int, str, float]], node_cores: dict[str, int],
-                  phase_roles: dict[str, tuple] = PHASE_ROLES, whole_nodes: bool = False) -> dict[tuple, dict]:
-    """(role, rank) -> {phase: torch threads} while every actor of the phase works (`phase_shares`)."""
-    return planned_threads(phase_shares(actors, node_cores, phase_roles, whole_nodes))
-
-
 def planned_threads(shares: dict[tuple, dict]) -> dict[tuple, dict]:
     """`phase_shares`' threads while every actor of each phase works."""
     return {actor: {phase: share.threads() for phase, share in phases.items()} for actor, phases in shares.items()}

@@ -60,7 +60,10 @@ def test_phase_flops_and_matmul_params_by_hand():
 
 
 def test_phase_threads_share_what_the_run_reserved_on_each_node_among_the_phase_actors():
-    from rlhf.placement_rules import phase_threads
+    from rlhf.placement_rules import phase_shares, planned_threads
+
+    def phase_threads(*args, **kwargs):        # the threads of the plan while every actor of a phase works
+        return planned_threads(phase_shares(*args, **kwargs))
 
     # node A: 2 cores, 4 CPUs reserved by the run; node B: 16 cores, 3 reserved
     actors = [("rollout", 0, "A", 1), ("policy", 0, "A", 1), ("reference", 0, "A", 1), ("reward", 0, "A", 1),

@@ -85,14 +85,14 @@ def test_critic_free_estimators_run_without_value_actors(tmp_path, model_cache, 
     assert len(rows) == 2 and not any(key.startswith("value/") for key in rows[-1])
     assert "policy/kl_loss" in rows[-1]
     assert (run_dir / "config.yaml").exists() and (run_dir / "samples.jsonl").exists()
-    if not ptx:     # the exported policy loads in transformers and generates
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        model = AutoModelForCausalLM.from_pretrained(run_dir / "policy_hf")
-        ids = AutoTokenizer.from_pretrained(run_dir / "policy_hf")("repeat 3:", return_tensors="pt").input_ids
-        assert model.generate(ids, max_new_tokens=4, do_sample=False).shape[1] > ids.shape[1]
     if ptx:
         assert all(row["policy/ptx_loss"] > 1.0 for row in rows)   # ~ln(92) for an untrained model
         for row in rows:   # every term of the policy loss, averaged over the updates: pg + beta * KL + gamma * ptx
             expected = row["policy/pg_loss"] + row["kl/coef"] * row["policy/kl_loss"] + 0.5 * row["policy/ptx_loss"]
             assert row["policy/loss"] == pytest.approx(expected, rel=1e-4, abs=1e-6)
+    else:           # the exported policy loads in transformers and generates
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        model = AutoModelForCausalLM.from_pretrained(run_dir / "policy_hf")
+        ids = AutoTokenizer.from_pretrained(run_dir / "policy_hf")("repeat 3:", return_tensors="pt").input_ids
+        assert model.generate(ids, max_new_tokens=4, do_sample=False).shape[1] > ids.shape[1]
