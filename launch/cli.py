@@ -23,6 +23,7 @@ from rlhf.sandbox import SandboxLimits, run_python
 
 from .critic import CRITIC_STAGES
 from .runlog import RunDirError
+from .stopping import RunStopped
 from .submit import SubmitError
 
 USER_ERRORS = (ConfigError, DataError, ModelLoadError, RewardFunctionError, RunDirError, MemoryPlanError,
@@ -225,6 +226,11 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as error:
         print(f"rlhf {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except RunStopped as stop:
+        again = {**dict.fromkeys(STAGES, "; the same command with --resume continues"),
+                 "critic": "; the same command continues"}.get(args.command, "") if stop.checkpoint else ""
+        print(f"rlhf {args.command}: {stop}{again}", file=sys.stderr)
+        return stop.exit_code
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@
   5. train the value and policy models concurrently (PPO epochs x minibatches, PPO-ptx mixed in)
   6. sync the new policy weights to the rollout actors (synchronous mode: the next generation queued behind them)
   7. update the KL controller, log metrics, checkpoint
+A stop signal (SIGTERM, SIGINT) ends the run between two steps, the last one checkpointed (`launch/stopping.py`).
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ from rlhf.seeding import derive_seed
 
 from .ray_session import ray_session
 from .runlog import RunLog, cleaned_up_if_never_started, prepare_run_dir
+from .stopping import save_before_stop, stop_signals
 
 
 @dataclass
@@ -93,7 +95,9 @@ class PPOTrainer:
     # ---- the story -------------------------------------------------------------------------------------------
 
     def run(self) -> Path:
-        with cleaned_up_if_never_started(self.run_dir), ray_session(self.cfg):
+        with (cleaned_up_if_never_started(self.run_dir), stop_signals("ppo", self.progress) as stop,
+              ray_session(self.cfg)):
+            stop.watch()                  # SIGTERM / SIGINT end the run between two steps (launch/stopping.py)
             # every checkpoint writer checks it sees the run directory before any model loads
             self.roles = RoleSet(self.cfg, self.paths, run_dir=self.run_dir)
             try:
@@ -103,6 +107,9 @@ class PPOTrainer:
                 self.log = RunLog(self.cfg, self.resume, self.step)
                 try:
                     while self.step < self.cfg.run.num_steps:
+                        if stop.received:         # the last complete step checkpointed, then the teardown
+                            save_before_stop(self)
+                            raise stop.stopped()
                         try:
                             self.ppo_step()
                         except TrainableRanksLost:
@@ -235,6 +242,9 @@ class PPOTrainer:
         folder = self.checkpoints.begin(self.step)
         self.roles.save(folder)
         self.checkpoints.commit(folder, self.step, self.driver_state())
+
+    def progress(self) -> tuple[int, int, Path | None]:
+        return self.step, self.cfg.run.num_steps, self.checkpoints.latest()
 
     def restore(self) -> None:
         """The last complete checkpoint (or, with none, the start: the trainable roles then hold their initial

@@ -21,6 +21,7 @@ from rlhf.seeding import derive_seed
 
 from .ray_session import ray_session
 from .runlog import RunLog, cleaned_up_if_never_started, prepare_run_dir
+from .stopping import save_before_stop, stop_signals
 
 
 def split_rows(count: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -80,7 +81,9 @@ class SupervisedTrainer:
         return max(1, math.ceil(self.section.epochs * self.steps_per_epoch))
 
     def run(self) -> Path:
-        with cleaned_up_if_never_started(self.run_dir), ray_session(self.cfg):
+        with (cleaned_up_if_never_started(self.run_dir), stop_signals(self.stage, self.progress) as stop,
+              ray_session(self.cfg)):
+            stop.watch()                  # SIGTERM / SIGINT end the run between two steps (launch/stopping.py)
             # the engine's LR schedule spans the stage's optimizer steps, which only the driver (its data) knows
             spec = RoleSpec(self.role, self.worker_cls, (self.model_path, self.total_steps), distributed=True)
             groups = RoleGroups(self.cfg, [spec], shared_dir=self.run_dir, writers=(self.role,))
@@ -93,6 +96,9 @@ class SupervisedTrainer:
                 self.log = RunLog(self.cfg, self.resume, self.step, total_steps=self.total_steps)
                 try:
                     while self.step < self.total_steps:
+                        if stop.received:         # the last complete step checkpointed, then the teardown
+                            save_before_stop(self)
+                            raise stop.stopped()
                         self.train_step()
                     self.on_finish()
                 finally:
@@ -127,10 +133,16 @@ class SupervisedTrainer:
         # 4. checkpoint every N steps and at the end
         at_end = self.step == self.total_steps and self.cfg.checkpoint.save_at_end
         if (at_end or (self.cfg.checkpoint.every and self.step % self.cfg.checkpoint.every == 0)) and self.guard.clean:
-            folder = self.checkpoints.begin(self.step)
-            self.group.run("save_checkpoint", f"{folder}/{self.role}")
-            self.checkpoints.commit(folder, self.step, {"step": self.step, "best": self.best,
-                                                              "guard": self.guard.state_dict()})
+            self.save()
+
+    def save(self) -> None:
+        folder = self.checkpoints.begin(self.step)
+        self.group.run("save_checkpoint", f"{folder}/{self.role}")
+        self.checkpoints.commit(folder, self.step, {"step": self.step, "best": self.best,
+                                                    "guard": self.guard.state_dict()})
+
+    def progress(self) -> tuple[int, int, Path | None]:
+        return self.step, self.total_steps, self.checkpoints.latest()
 
     def restore(self) -> None:
         latest = self.checkpoints.latest()

@@ -25,14 +25,14 @@ class CheckpointManager:
         self.root.mkdir(parents=True, exist_ok=True)
         for stale in self.root.glob(".step_*.tmp"):
             shutil.rmtree(stale, ignore_errors=True)
-        tmp = self.root / f".step_{step:06d}.tmp"
+        tmp = self.root / f".{self.folder(step).name}.tmp"
         tmp.mkdir()
         return tmp
 
     def commit(self, tmp: Path, step: int, driver_state: dict) -> Path:
         """Write the driver state, rename the folder into place, point `latest` at it, prune old ones."""
         torch.save(driver_state, tmp / "driver_state.pt")
-        final = self.root / f"step_{step:06d}"
+        final = self.folder(step)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -45,6 +45,14 @@ class CheckpointManager:
 
     def complete(self) -> list[Path]:
         return sorted(p for p in self.root.glob("step_*") if p.is_dir()) if self.root.exists() else []
+
+    def folder(self, step: int) -> Path:
+        """Where the checkpoint of `step` is, once complete."""
+        return self.root / f"step_{step:06d}"
+
+    def has(self, step: int) -> bool:
+        """Whether a complete checkpoint of `step` exists."""
+        return (self.folder(step) / "driver_state.pt").exists()
 
     def latest(self) -> Path | None:
         pointer = self.root / "latest"

@@ -234,6 +234,10 @@ class CheckpointConfig(Section):
     """Checkpoints kept; older ones are deleted after a new one is complete."""
     save_at_end: bool = True
     """Also checkpoint after the last step (off for benchmarks and throwaway runs)."""
+    save_on_stop: bool = True
+    """A stage stopped by SIGTERM or SIGINT (a scheduler, `rlhf jobs stop`, Ctrl-C) finishes the step in flight and
+    checkpoints it before it ends (`--resume` continues there); a second signal stops at once. false: the last
+    periodic checkpoint stands."""
     export_hf: bool = True
     """Export the final policy in Hugging Face format (save_pretrained + tokenizer) to `<run>/policy_hf`."""
 

@@ -1,14 +1,18 @@
 """End-to-end PPO runs: the reward rises on the toy task in synchronous and asynchronous mode (`rlhf bench
---async-curve`), logged to wandb offline without ever writing the API key; a stopped and resumed run matches an
+--async-curve`), logged to wandb offline without ever writing the API key; a run stopped by SIGTERM and resumed matches an
 uninterrupted one; critic-free estimators run without value actors (GRPO with PPO-ptx mixed in, sharded over two
 policy actors; REINFORCE++ exporting a policy that loads in transformers)."""
 import json
+import os
+import signal
+import threading
 
 import pytest
 
 from launch.ppo import run_ppo
 from launch.runlog import read_metrics
-from tests.conftest import layout_config, small_config
+from launch.stopping import RunStopped
+from tests.conftest import layout_config, small_config, wait_for_logged_step
 
 pytestmark = pytest.mark.slow
 
@@ -54,17 +58,28 @@ def test_reward_rises_in_sync_and_async_mode_plotted_together_and_wandb_never_ge
             assert secret.encode() not in path.read_bytes(), path
 
 
-def test_resume_matches_uninterrupted_run(tmp_path, model_cache, layout_run):
+def test_resume_after_a_stop_signal_matches_uninterrupted_run(tmp_path, model_cache, layout_run):
     # 4 uninterrupted steps on 2 actors under ZeRO-2 with the optimizer on the CPU (shared with the equivalence tests)
     full = layout_run(2, 2, True)
-    split = dict(checkpoint__save_at_end=True)
-    run_ppo(layout_config(tmp_path, model_cache, "split", 2, 2, True, run__num_steps=2, **split))
-    resumed_dir = run_ppo(layout_config(tmp_path, model_cache, "split", 2, 2, True, **split), resume=True)
+    split = layout_config(tmp_path, model_cache, "split", 2, 2, True, checkpoint__save_at_end=True)
+    # SIGTERM once step 1 is logged (as a scheduler stops a job): the run ends after the step in flight, which it
+    # checkpoints first (no periodic checkpoint falls in 4 steps), and --resume goes on from there
+    sender = threading.Thread(target=lambda: (wait_for_logged_step(split.run_dir / "metrics.jsonl", 1),
+                                              os.kill(os.getpid(), signal.SIGTERM)))
+    sender.start()
+    with pytest.raises(RunStopped) as stopped:
+        run_ppo(split)
+    sender.join()
+    stop_step = len(read_metrics(split.run_dir))
+    assert stop_step < 4 and f"after ppo step {stop_step} of 4, latest checkpoint: step_{stop_step:06d}" in str(
+        stopped.value)
+    resumed_dir = run_ppo(split, resume=True)
     resumed = read_metrics(resumed_dir)
     assert [row["step"] for row in resumed] == [1, 2, 3, 4]
     for expected, got in zip(comparable(full), comparable(resumed)):
         assert got == pytest.approx(expected, rel=1e-4, abs=1e-6), expected["step"]
-    assert sorted(p.name for p in (resumed_dir / "checkpoints").iterdir()) == ["latest", "step_000002", "step_000004"]
+    assert sorted(p.name for p in (resumed_dir / "checkpoints").iterdir()) == [
+        "latest", f"step_{stop_step:06d}", "step_000004"]
 
 
 # the group-baseline (GRPO) and per-token (REINFORCE++) paths; RLOO shares GRPO's path through the ESTIMATORS table
