@@ -1,7 +1,7 @@
 """End-to-end PPO runs: the reward rises on the toy task in synchronous and asynchronous mode (`rlhf bench
---async-curve`), logged to wandb offline without ever writing the API key; a run stopped by SIGTERM and resumed matches an
-uninterrupted one; critic-free estimators run without value actors (GRPO with PPO-ptx mixed in, sharded over two
-policy actors; REINFORCE++ exporting a policy that loads in transformers)."""
+--async-curve`), logged to wandb offline without ever writing the API key; a run stopped by SIGTERM and resumed
+matches an uninterrupted one; critic-free estimators run without value actors (GRPO with PPO-ptx mixed in, sharded
+over two policy actors; REINFORCE++ exporting a policy that loads in transformers)."""
 import json
 import os
 import signal
