@@ -24,7 +24,7 @@ from rlhf.sandbox import SandboxLimits, run_python
 from .critic import CRITIC_STAGES
 from .runlog import RunDirError
 from .stopping import RunStopped
-from .submit import SubmitError
+from .submit import STOP_WAIT_S, SubmitError
 
 USER_ERRORS = (ConfigError, DataError, ModelLoadError, RewardFunctionError, RunDirError, MemoryPlanError,
                LoraError, SubmitError, RecoveryError, SharedFilesystemError, NumericalFaultError,
@@ -118,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--installed", action="store_true",
                         help="run the rlhf installed on the cluster instead of sending this checkout")
     submit.add_argument("--no-wait", action="store_true", help="print the job id and return")
+    submit.add_argument("--stop-wait", type=_positive_int, default=STOP_WAIT_S, metavar="SECONDS",
+                        help="what `rlhf jobs stop` gives the run to end after its step in flight, checkpointed, "
+                             f"before Ray kills it (default {STOP_WAIT_S}; Ray's own default is 3)")
     submit.add_argument("job", nargs=argparse.REMAINDER, help="-- rlhf <stage> [options]")
     jobs = sub.add_parser("jobs", help="list, stop or read the log of Ray jobs",
                           description="Ray jobs on the cluster: list, stop ID, logs ID [--follow].")
@@ -176,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.command == "jobs":
                 return jobs_command(args.action, args.job_id, args.address, args.follow)
             job = args.job[1:] if args.job[:1] == ["--"] else args.job
-            return submit(job, args.address, args.env, args.installed, not args.no_wait)
+            return submit(job, args.address, args.env, args.installed, not args.no_wait, args.stop_wait)
         if args.command == "sandbox":
             return run_sandbox_file(args)
         if args.command == "models":

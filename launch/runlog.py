@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import shutil
+import sys
 import uuid
 from pathlib import Path
 
@@ -94,7 +95,7 @@ class RunLog:
 
                 columns = list(samples[0])
                 payload["samples"] = wandb.Table(columns=columns, data=[[s[c] for c in columns] for s in samples])
-            self.wandb.log(payload, step=step)
+            self._to_wandb(step, lambda: self.wandb.log(payload, step=step))
         self.progress.update(1)
         shown = {k.split("/")[-1]: f"{metrics[k]:.3g}" for k in ("reward/score_mean", "kl/sequence_mean",
                  "sft/loss", "rm/loss", "rm/accuracy", "time/step") if k in metrics}
@@ -111,7 +112,17 @@ class RunLog:
     def close(self) -> None:
         self.progress.close()
         if self.wandb is not None:
-            self.wandb.finish()
+            self._to_wandb(self.wandb_step, self.wandb.finish)
+
+    def _to_wandb(self, step: int, call) -> None:
+        """`call()` to wandb; if it fails (its service process gone: a scheduler or `rlhf jobs stop` signals the
+        driver's whole process tree), the run goes on without wandb after one line: metrics.jsonl has every step."""
+        try:
+            call()
+        except Exception as error:
+            print(f"rlhf: wandb stopped at step {step} ({type(error).__name__}: {error}); the run goes on without it, "
+                  f"metrics.jsonl has every step", file=sys.stderr, flush=True)
+            self.wandb = None
 
 
 @contextlib.contextmanager

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+STOP_WAIT_S = 120     # what `rlhf jobs stop` gives a run to finish its step and checkpoint it, by default
 EXCLUDES = ["runs/", ".venv/", ".git/", "wandb/", "**/__pycache__/", "*.safetensors", "*.bin", "*.pt", "*.gguf",
             ".pytest_cache/"]
 SECRETS = ("WANDB_API_KEY",)
@@ -50,8 +51,11 @@ def client(address: str | None):
                           "dashboard, and the port tunnelled here?") from None
 
 
-def job_spec(command: list[str], env_names: list[str], installed: bool) -> dict:
-    """The entrypoint and runtime environment of a job running `command` (`rlhf <stage> ...`)."""
+def job_spec(command: list[str], env_names: list[str], installed: bool, stop_wait_s: int = STOP_WAIT_S) -> dict:
+    """The entrypoint and runtime environment of a job running `command` (`rlhf <stage> ...`). `rlhf jobs stop`
+    has Ray send the job SIGTERM and kill it `stop_wait_s` later (Ray's job supervisor, which runs in the job's
+    runtime environment, reads RAY_JOB_STOP_WAIT_TIME_S there): time for the run to end after its step in flight,
+    checkpointed (`launch/stopping.py`). `--env RAY_JOB_STOP_WAIT_TIME_S` passes the caller's value instead."""
     if not command or command[0] != "rlhf" or len(command) < 2:
         raise SubmitError("give the command to run after --, e.g. rlhf submit -- rlhf ppo --config my.yaml")
     for name in env_names:
@@ -60,7 +64,8 @@ def job_spec(command: list[str], env_names: list[str], installed: bool) -> dict:
                               "who lists jobs); set it on the cluster's nodes or in a Kubernetes Secret")
         if name not in os.environ:
             raise SubmitError(f"--env {name}: not set in this environment")
-    runtime_env: dict = {"env_vars": {name: os.environ[name] for name in env_names}}
+    runtime_env: dict = {"env_vars": {"RAY_JOB_STOP_WAIT_TIME_S": str(stop_wait_s),
+                                      **{name: os.environ[name] for name in env_names}}}
     if installed:
         entrypoint = shlex.join(command)
     else:
@@ -97,8 +102,9 @@ def follow(jobs, job_id: str) -> int:
     return 0 if status == JobStatus.SUCCEEDED else 1
 
 
-def submit(command: list[str], address: str | None, env_names: list[str], installed: bool, wait: bool) -> int:
-    spec = job_spec(command, env_names, installed)        # a wrong command fails before any connection
+def submit(command: list[str], address: str | None, env_names: list[str], installed: bool, wait: bool,
+           stop_wait_s: int = STOP_WAIT_S) -> int:
+    spec = job_spec(command, env_names, installed, stop_wait_s)        # a wrong command fails before any connection
     jobs = client(address)
     job_id = submit_when_ready(jobs, spec)
     print(f"submitted job {job_id} to {job_address(address)}: {shlex.join(command)}", flush=True)

@@ -103,3 +103,25 @@ def test_local_shared_cluster_attach_and_submit(local_head, tmp_path, model_cach
     assert listed.returncode == 0 and f"{job_id}  SUCCEEDED" in listed.stdout
     logs = rlhf("jobs", "logs", job_id, "--address", job_api, timeout=60)
     assert "done: " in logs.stdout
+
+    # `rlhf jobs stop`: Ray sends the job SIGTERM; the run ends after its step in flight, checkpointed, within the
+    # --stop-wait that `rlhf submit` gave the job (Ray's own default, 3 s, would kill it before the checkpoint)
+    long = rlhf("submit", "--address", job_api, "--no-wait", "--stop-wait", "90", "--", "rlhf", "ppo", "--run.name",
+                "stopped", *common, "--run.num_steps", "1000", "--checkpoint.every", "0")
+    assert long.returncode == 0, long.stderr[-2000:]
+    long_id = long.stdout.split("submitted job ", 1)[1].split()[0]
+    metrics = tmp_path / "stopped" / "metrics.jsonl"
+    deadline = time.monotonic() + 180
+    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 2):
+        assert time.monotonic() < deadline, rlhf("jobs", "logs", long_id, "--address", job_api).stdout[-3000:]
+        time.sleep(0.5)
+    assert rlhf("jobs", "stop", long_id, "--address", job_api, timeout=60).stdout.strip() == f"job {long_id}: stop " \
+                                                                                              "requested"
+    while f"{long_id}  STOPPED" not in rlhf("jobs", "list", "--address", job_api, timeout=60).stdout:
+        assert time.monotonic() < deadline + 120, "the job did not stop"
+        time.sleep(1)
+    steps = len(read_metrics(tmp_path / "stopped"))
+    logs = rlhf("jobs", "logs", long_id, "--address", job_api, timeout=60).stdout
+    assert (f"rlhf ppo: stopped by SIGTERM after ppo step {steps} of 1000, latest checkpoint: step_{steps:06d}"
+            in logs), logs[-3000:]
+    assert sorted(p.name for p in (tmp_path / "stopped" / "checkpoints").glob("step_*")) == [f"step_{steps:06d}"]
