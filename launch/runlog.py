@@ -123,6 +123,10 @@ class RunLog:
             print(f"rlhf: wandb stopped at step {step} ({type(error).__name__}: {error}); the run goes on without it, "
                   f"metrics.jsonl has every step", file=sys.stderr, flush=True)
             self.wandb = None
+            import wandb
+
+            with contextlib.suppress(Exception):     # fails too, but then wandb's exit hook prints no traceback
+                wandb.teardown()
 
 
 @contextlib.contextmanager

@@ -1,6 +1,9 @@
 """Stopping a run by a signal (`launch/stopping.py`): the handlers; `rlhf ppo` as a user runs it, stopped at once by
-Ctrl-C (SIGINT to its process group, Ray's processes too) and a second signal, leaving no process behind. A run
-ended by one signal after its step and resumed from its checkpoint: `test_resume_and_learning.py`."""
+Ctrl-C (SIGINT to its process group, Ray's processes too) and a second signal, leaving no process behind; logging
+that goes on when wandb's service is gone (signalled with the driver's process tree). A run ended by one signal
+after its step and resumed from its checkpoint: `test_resume_and_learning.py`; by `rlhf jobs stop`:
+`test_cluster.py`."""
+import json
 import os
 import signal
 import subprocess
@@ -11,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from launch.stopping import RunStopped, StopSignals, stop_signals
+from tests.conftest import small_config
 from tests.e2e.test_cli import ENV, with_cache
 
 
@@ -100,3 +104,25 @@ def test_ctrl_c_then_sigterm_stop_rlhf_ppo_at_once_and_leave_no_process(tmp_path
     assert in_flight - metrics_lines(run) in (0, 1)   # abandoned before (or, rarely, just after) logging it
     assert line == f"rlhf ppo: stopped by SIGTERM in ppo step {in_flight} of 1000, latest checkpoint: none"
     assert not (run / "checkpoints").exists() or not list((run / "checkpoints").glob("step_*"))
+
+
+def test_a_run_goes_on_without_wandb_once_its_service_is_gone(tmp_path, model_cache, monkeypatch, capsys):
+    """A job stopped through its whole process tree signals wandb's service too: logging goes on to metrics.jsonl."""
+    import psutil
+
+    from launch.runlog import RunLog
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    cfg = small_config(tmp_path, model_cache, "wandb-gone", logging={"wandb_mode": "offline", "progress_bar": False})
+    log = RunLog(cfg, resume=False)
+    log.log(1, {"reward/score_mean": 0.5})
+    started = {p.pid: p for p in psutil.Process().children(recursive=True) if p.name().startswith("wandb")}
+    assert started, "wandb started no service process"
+    for process in started.values():               # the service this test's RunLog started, by its pid
+        process.terminate()
+    psutil.wait_procs(list(started.values()), timeout=30)
+    log.log(2, {"reward/score_mean": 0.6})
+    log.close()
+    assert [json.loads(line)["step"] for line in (cfg.run_dir / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    assert log.wandb is None
+    assert "rlhf: wandb stopped at step" in capsys.readouterr().err
