@@ -38,7 +38,7 @@ from rlhf.seeding import derive_seed
 
 from .ray_session import ray_session
 from .runlog import RunLog, cleaned_up_if_never_started, prepare_run_dir
-from .stopping import save_before_stop, stop_signals
+from .stopping import stop_signals
 
 
 @dataclass
@@ -95,7 +95,7 @@ class PPOTrainer:
     # ---- the story -------------------------------------------------------------------------------------------
 
     def run(self) -> Path:
-        with (cleaned_up_if_never_started(self.run_dir), stop_signals("ppo", self.progress) as stop,
+        with (cleaned_up_if_never_started(self.run_dir), stop_signals("ppo", self) as stop,
               ray_session(self.cfg)):
             stop.watch()                  # SIGTERM / SIGINT end the run between two steps (launch/stopping.py)
             # every checkpoint writer checks it sees the run directory before any model loads
@@ -107,9 +107,7 @@ class PPOTrainer:
                 self.log = RunLog(self.cfg, self.resume, self.step)
                 try:
                     while self.step < self.cfg.run.num_steps:
-                        if stop.received:         # the last complete step checkpointed, then the teardown
-                            save_before_stop(self)
-                            raise stop.stopped()
+                        stop.between_steps(self)  # after a stop signal: the last step checkpointed, then out
                         try:
                             self.ppo_step()
                         except TrainableRanksLost:
@@ -238,13 +236,14 @@ class PPOTrainer:
             state["ptx"] = self.ptx.stream.state_dict()
         return state
 
+    @property
+    def total_steps(self) -> int:
+        return self.cfg.run.num_steps
+
     def save(self) -> None:
         folder = self.checkpoints.begin(self.step)
         self.roles.save(folder)
         self.checkpoints.commit(folder, self.step, self.driver_state())
-
-    def progress(self) -> tuple[int, int, Path | None]:
-        return self.step, self.cfg.run.num_steps, self.checkpoints.latest()
 
     def restore(self) -> None:
         """The last complete checkpoint (or, with none, the start: the trainable roles then hold their initial

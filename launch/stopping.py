@@ -8,8 +8,6 @@ import contextlib
 import signal
 import sys
 import threading
-from pathlib import Path
-from typing import Callable
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -44,10 +42,13 @@ class StopSignals:
                 self.previous.setdefault(signum, signal.getsignal(signum))
                 signal.signal(signum, self.handle)
 
-    def stopped(self) -> RunStopped:
-        """The stop at a step boundary, to raise; signals from now on find the stage tearing down."""
-        self.tearing_down = True
-        return RunStopped(self.received)
+    def between_steps(self, trainer) -> None:
+        """At a stage's step boundary: after a stop signal, checkpoint the last complete step (`save_before_stop`)
+        and raise the stop; signals from then on find the stage tearing down."""
+        if self.received is not None:
+            save_before_stop(trainer)
+            self.tearing_down = True
+            raise RunStopped(self.received)
 
     def handle(self, signum: int, _frame) -> None:
         name = signal.Signals(signum).name
@@ -59,8 +60,8 @@ class StopSignals:
             raise RunStopped(signum, at_once=True)
         else:
             self.received = signum
-            print(f"rlhf: {name} received: stopping after the step in flight (a checkpoint is saved); send it again "
-                  "to stop at once", file=sys.stderr, flush=True)
+            print(f"rlhf: {name} received: stopping after the step in flight; send it again to stop at once",
+                  file=sys.stderr, flush=True)
 
     def restore(self) -> None:
         for signum, handler in self.previous.items():
@@ -68,19 +69,18 @@ class StopSignals:
 
 
 @contextlib.contextmanager
-def stop_signals(stage: str, progress: Callable[[], tuple[int, int, Path | None]]):
+def stop_signals(stage: str, trainer):
     """The stage's `StopSignals` for the block: enter it before the Ray session and `watch()` once Ray is up, so
-    that the handlers stay through the teardown (the previous ones are back after it). The stage's loop checks
-    `received` between steps and raises `stopped()`. A `RunStopped` leaving the block is told where the stage was:
-    `progress()` = (its step: the last complete one, or the one in flight when stopped at once; its steps in all;
-    its latest checkpoint)."""
+    that the handlers stay through the teardown (the previous ones are back after it). The stage's loop calls
+    `between_steps(trainer)`. A `RunStopped` leaving the block is told where `trainer` (a stage driver with `step`,
+    `total_steps` and `checkpoints`) was: its last complete step, or the one in flight when stopped at once."""
     stop = StopSignals()
     try:
         yield stop
     except RunStopped as error:
-        step, total, error.checkpoint = progress()
-        error.where = (f" {'in' if error.at_once else 'after'} {stage} step {step} of {total}, latest checkpoint: "
-                       f"{error.checkpoint.name if error.checkpoint else 'none'}")
+        error.checkpoint = trainer.checkpoints.latest()
+        error.where = (f" {'in' if error.at_once else 'after'} {stage} step {trainer.step} of {trainer.total_steps}, "
+                       f"latest checkpoint: {error.checkpoint.name if error.checkpoint else 'none'}")
         raise
     finally:
         stop.restore()

@@ -21,7 +21,7 @@ from rlhf.seeding import derive_seed
 
 from .ray_session import ray_session
 from .runlog import RunLog, cleaned_up_if_never_started, prepare_run_dir
-from .stopping import save_before_stop, stop_signals
+from .stopping import stop_signals
 
 
 def split_rows(count: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -81,7 +81,7 @@ class SupervisedTrainer:
         return max(1, math.ceil(self.section.epochs * self.steps_per_epoch))
 
     def run(self) -> Path:
-        with (cleaned_up_if_never_started(self.run_dir), stop_signals(self.stage, self.progress) as stop,
+        with (cleaned_up_if_never_started(self.run_dir), stop_signals(self.stage, self) as stop,
               ray_session(self.cfg)):
             stop.watch()                  # SIGTERM / SIGINT end the run between two steps (launch/stopping.py)
             # the engine's LR schedule spans the stage's optimizer steps, which only the driver (its data) knows
@@ -96,9 +96,7 @@ class SupervisedTrainer:
                 self.log = RunLog(self.cfg, self.resume, self.step, total_steps=self.total_steps)
                 try:
                     while self.step < self.total_steps:
-                        if stop.received:         # the last complete step checkpointed, then the teardown
-                            save_before_stop(self)
-                            raise stop.stopped()
+                        stop.between_steps(self)  # after a stop signal: the last step checkpointed, then out
                         self.train_step()
                     self.on_finish()
                 finally:
@@ -140,9 +138,6 @@ class SupervisedTrainer:
         self.group.run("save_checkpoint", f"{folder}/{self.role}")
         self.checkpoints.commit(folder, self.step, {"step": self.step, "best": self.best,
                                                     "guard": self.guard.state_dict()})
-
-    def progress(self) -> tuple[int, int, Path | None]:
-        return self.step, self.total_steps, self.checkpoints.latest()
 
     def restore(self) -> None:
         latest = self.checkpoints.latest()

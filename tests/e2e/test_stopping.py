@@ -10,18 +10,25 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from launch.stopping import RunStopped, StopSignals, stop_signals
+from rlhf.checkpoint import CheckpointManager
 from tests.conftest import small_config
 from tests.e2e.test_cli import ENV, with_cache
 
 
-def test_first_signal_asks_second_stops_at_once_teardown_ignores_and_handlers_come_back():
+def test_first_signal_asks_second_stops_at_once_teardown_ignores_and_handlers_come_back(tmp_path):
+    checkpoints = CheckpointManager(tmp_path, keep_last=2)
+    checkpoints.commit(checkpoints.begin(5), 5, {"step": 5})
+    # a stage driver as stop_signals / between_steps see it, between steps 7 and 8 of 20, its step 5 checkpointed
+    stage = SimpleNamespace(step=7, total_steps=20, checkpoints=checkpoints, guard=SimpleNamespace(clean=True),
+                            cfg=SimpleNamespace(checkpoint=SimpleNamespace(save_on_stop=False)))
     before = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
     with pytest.raises(RunStopped) as stopped:
-        with stop_signals("sft", lambda: (7, 20, Path("/run/checkpoints/step_000005"))) as stop:
+        with stop_signals("sft", stage) as stop:
             stop.watch()
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(0.01)                           # the handler runs in this thread between bytecodes
@@ -34,8 +41,11 @@ def test_first_signal_asks_second_stops_at_once_teardown_ignores_and_handlers_co
     assert {signum: signal.getsignal(signum) for signum in before} == before
 
     stop = StopSignals()
+    stop.between_steps(stage)                          # no signal yet: nothing happens
     stop.received = signal.SIGTERM
-    error = stop.stopped()                             # the stage's loop at a step boundary
+    with pytest.raises(RunStopped) as stopped:
+        stop.between_steps(stage)                      # the stage's loop at a step boundary
+    error = stopped.value
     assert error.exit_code == 128 + signal.SIGTERM and not error.at_once
     stop.handle(signal.SIGTERM, None)                  # tearing down: ignored, nothing raised
 
